@@ -1,8 +1,8 @@
 """Apple's pinned endpoints and the numbers that Apple's documentation fixes.
 
 Endpoints are pinned rather than discovered: Apple silently changed the issuer in its discovery
-document in June 2025 while tokens kept ``iss=https://appleid.apple.com`` (see docs/apple-rest-api.md,
-section 0, and field notes P7).
+document in June 2025 while tokens kept ``iss=https://appleid.apple.com`` (see
+docs/apple-rest-api.md, section 0, and field notes P7).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ APPLE_ISSUER = "https://appleid.apple.com"
 """The ``iss`` of every identity token and notification, and the ``aud`` of every client secret."""
 
 AUTHORIZE_PATH = "/auth/authorize"
-TOKEN_PATH = "/auth/token"
+TOKEN_PATH = "/auth/token"  # noqa: S105 - a path, not a password
 REVOKE_PATH = "/auth/revoke"
 KEYS_PATH = "/auth/keys"
 MIGRATION_PATH = "/auth/usermigrationinfo"

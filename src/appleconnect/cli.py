@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 try:
     import click
@@ -30,6 +31,230 @@ if click is not None:
     @click.version_option(package_name="appleconnect")
     def cli() -> None:
         """Sign in with Apple: client library tools, the Apple emulator and the service."""
+
+    def _fail(message: str, code: int = 2) -> NoReturn:
+        click.echo(f"appleconnect: {message}", err=True)
+        raise SystemExit(code)
+
+    @cli.command("secret")
+    @click.option(
+        "--team-id", required=True, envvar="APPLECONNECT_TEAM_ID", help="10-character Team ID."
+    )
+    @click.option(
+        "--key-id", required=True, envvar="APPLECONNECT_KEY_ID", help="10-character Key ID."
+    )
+    @click.option(
+        "--client-id",
+        required=True,
+        envvar="APPLECONNECT_CLIENT_ID",
+        help="The Services ID (web) or App ID (native) the secret is for.",
+    )
+    @click.option(
+        "--key-file",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="APPLECONNECT_KEY_FILE",
+        help="The AuthKey_<KEYID>.p8 file.",
+    )
+    @click.option(
+        "--ttl",
+        type=click.IntRange(60, 15_777_000),
+        default=86_400,
+        show_default=True,
+        help="Lifetime in seconds (Apple's maximum is 15777000, about six months).",
+    )
+    def secret_command(team_id: str, key_id: str, client_id: str, key_file: Path, ttl: int) -> None:
+        """Print a client secret (ES256 JWT) for Apple's token, revoke and migration calls."""
+        from appleconnect import ClientSecret
+
+        try:
+            secret = ClientSecret(team_id, key_id, client_id, key_file.read_bytes(), ttl=ttl)
+        except (ValueError, TypeError) as exc:
+            _fail(str(exc))
+        click.echo(secret.token)
+
+    @cli.command("verify-token")
+    @click.argument("token")
+    @click.option(
+        "--client-id",
+        "client_ids",
+        multiple=True,
+        required=True,
+        help="An accepted audience (repeat for the App ID and the Services ID).",
+    )
+    @click.option("--nonce", default=None, help="The raw nonce sent in the authorization request.")
+    @click.option(
+        "--base-url",
+        default=None,
+        help="Fetch keys from this base URL's /auth/keys (default Apple's; the emulator's URL).",
+    )
+    @click.option(
+        "--jwks-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Verify with the keys in this JWKS file instead of fetching them.",
+    )
+    @click.option("--leeway", type=click.IntRange(0, 600), default=60, show_default=True)
+    def verify_token_command(
+        token: str,
+        client_ids: tuple[str, ...],
+        nonce: str | None,
+        base_url: str | None,
+        jwks_file: Path | None,
+        leeway: int,
+    ) -> None:
+        """Verify an identity token and print its claims as JSON (TOKEN may be - for stdin).
+
+        Exits 1 with one line naming the failed check when the token is not valid.
+        """
+        import json
+
+        from appleconnect import (
+            APPLE_BASE_URL,
+            AppleConnectError,
+            AppleKeys,
+            InvalidToken,
+            verify_identity_token,
+        )
+
+        if token == "-":  # noqa: S105 - "-" means standard input, not a password
+            token = sys.stdin.read(65536).strip()
+        if base_url and jwks_file:
+            _fail("give either --base-url or --jwks-file, not both")
+        try:
+            if jwks_file is not None:
+                keys = AppleKeys.from_jwks(json.loads(jwks_file.read_text()))
+            else:
+                keys = AppleKeys(base_url=base_url or APPLE_BASE_URL)
+        except ValueError as exc:
+            _fail(f"{jwks_file}: {exc}")
+        try:
+            result = verify_identity_token(
+                token, keys, audiences=client_ids, nonce=nonce, leeway=leeway
+            )
+        except InvalidToken as exc:
+            _fail(f"invalid identity token: {exc.reason}: {exc}", code=1)
+        except AppleConnectError as exc:
+            _fail(str(exc), code=1)
+        finally:
+            keys.close()
+        click.echo(json.dumps(dict(result.claims), indent=2, sort_keys=True))
+
+    @cli.command("doctor")
+    @click.option("--team-id", envvar="APPLECONNECT_TEAM_ID", default=None)
+    @click.option("--key-id", envvar="APPLECONNECT_KEY_ID", default=None)
+    @click.option(
+        "--client-id",
+        "client_ids",
+        multiple=True,
+        envvar="APPLECONNECT_CLIENT_IDS",
+        help="Services ID and/or App ID (repeat the option).",
+    )
+    @click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="APPLECONNECT_KEY_FILE",
+        default=None,
+        help="The AuthKey_<KEYID>.p8 file.",
+    )
+    @click.option("--redirect-uri", "redirect_uris", multiple=True, help="A redirect URI to check.")
+    @click.option(
+        "--client-secret",
+        envvar="APPLECONNECT_CLIENT_SECRET",
+        default=None,
+        help="A pasted client secret to check (instead of, or beside, the key).",
+    )
+    @click.option(
+        "--sandbox",
+        is_flag=True,
+        help="Check for the emulator: plain HTTP and localhost redirect URIs are allowed.",
+    )
+    @click.option(
+        "--demo",
+        is_flag=True,
+        help="Generate a demo configuration (key, IDs, redirect URI) and check it.",
+    )
+    @click.option(
+        "--demo-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("appleconnect-demo"),
+        show_default=True,
+        help="Where --demo writes its key and configuration.",
+    )
+    def doctor_command(
+        team_id: str | None,
+        key_id: str | None,
+        client_ids: tuple[str, ...],
+        key_file: Path | None,
+        redirect_uris: tuple[str, ...],
+        client_secret: str | None,
+        sandbox: bool,
+        demo: bool,
+        demo_dir: Path,
+    ) -> None:
+        """Check a Sign in with Apple configuration offline; one PASS/WARN/FAIL line per check.
+
+        Every check targets a usual cause of Apple's reasonless invalid_client. Exits 1 when any
+        check fails.
+        """
+        from appleconnect._doctor import run_checks
+
+        if demo:
+            team_id, key_id, client_ids, key_file, redirect_uris = _demo_configuration(demo_dir)
+            sandbox = True
+            click.echo(f"Demo configuration in {demo_dir}/ (sandbox: checked for the emulator)")
+        checks = run_checks(
+            team_id=team_id,
+            key_id=key_id,
+            client_ids=client_ids,
+            key_path=str(key_file) if key_file else None,
+            redirect_uris=redirect_uris,
+            client_secret=client_secret,
+            sandbox=sandbox,
+        )
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            click.echo(f"{check.label}  {check.name:<{width}}  {check.detail}")
+        failed = sum(not c.ok for c in checks)
+        click.echo(f"doctor: {len(checks) - failed} of {len(checks)} checks passed")
+        if failed:
+            raise SystemExit(1)
+
+    def _demo_configuration(
+        directory: Path,
+    ) -> tuple[str, str, tuple[str, ...], Path, tuple[str, ...]]:
+        """Create (once) a demo key and return a configuration that uses it."""
+        import json
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        team_id, key_id = "DEMOTEAM01", "DEMOKEY001"
+        key_file = directory / f"AuthKey_{key_id}.p8"
+        directory.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            key_file.touch(mode=0o600)
+            key_file.write_bytes(pem)
+        config = {
+            "team_id": team_id,
+            "key_id": key_id,
+            "client_ids": ["com.example.demo.web", "com.example.demo"],
+            "key_file": key_file.name,
+            "redirect_uris": ["http://127.0.0.1:8000/auth/apple/callback"],
+        }
+        (directory / "demo.json").write_text(json.dumps(config, indent=2) + "\n")
+        return (
+            team_id,
+            key_id,
+            tuple(config["client_ids"]),
+            key_file,
+            tuple(config["redirect_uris"]),
+        )
 
     @cli.command("emulator")
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")

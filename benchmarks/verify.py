@@ -1,0 +1,180 @@
+"""Identity-token verification: microseconds per full verification, side by side.
+
+Run: ``python benchmarks/verify.py [--seconds 1.0]``
+
+Every contender verifies the same Apple-shaped RS256 token against the same RSA-2048 key and
+checks the same claims (signature, iss, aud against two client ids, exp, iat, sub), with keys
+already parsed, as a long-running service would. The floor is a bare ``cryptography`` RS256
+(PKCS#1 v1.5, SHA-256) verification of the same bytes; each figure is shown as a ratio to it.
+Goal (issue 2): appleconnect at most 1.3x the bare verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import authlib
+import cryptography
+import joserfc
+import jwt as pyjwt
+from authlib.jose import JsonWebToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import RSAKey
+
+import appleconnect
+from appleconnect import AppleKeys, verify_identity_token
+
+AUDIENCES = ["com.example.web", "com.example.app"]
+ISSUER = "https://appleid.apple.com"
+KID = "W6WcOKB"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def build() -> tuple[str, rsa.RSAPrivateKey, dict[str, Any]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": "com.example.web",
+        "exp": now + 86400,
+        "iat": now,
+        "sub": "001234.0a1b2c3d4e5f60718293a4b5c6d7e8f9.1234",
+        "at_hash": "RV_uB2Y3Y4xMuQ1xo5Ucbw",
+        "email": "ep9ks2tnph@privaterelay.appleid.com",
+        "email_verified": "true",
+        "is_private_email": "true",
+        "auth_time": now - 5,
+        "nonce_supported": True,
+    }
+    token = pyjwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})
+    n = key.public_key().public_numbers()
+    jwk = {
+        "kty": "RSA",
+        "kid": KID,
+        "use": "sig",
+        "alg": "RS256",
+        "n": b64(n.n.to_bytes(256, "big")),
+        "e": b64(n.e.to_bytes(3, "big")),
+    }
+    return token, key, jwk
+
+
+def contenders(
+    token: str, key: rsa.RSAPrivateKey, jwk: dict[str, Any]
+) -> dict[str, Callable[[], object]]:
+    public = key.public_key()
+    header, payload, signature = token.split(".")
+    signing_input = f"{header}.{payload}".encode()
+    raw_signature = base64.urlsafe_b64decode(signature + "==")
+    pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+
+    def bare() -> object:
+        public.verify(raw_signature, signing_input, pkcs1, sha256)
+        return True
+
+    keys = AppleKeys.from_jwks({"keys": [jwk]})
+
+    def ours() -> object:
+        return verify_identity_token(token, keys, audiences=AUDIENCES)
+
+    def with_pyjwt() -> object:
+        return pyjwt.decode(
+            token,
+            public,
+            algorithms=["RS256"],
+            audience=AUDIENCES,
+            issuer=ISSUER,
+            leeway=60,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+        )
+
+    jose_key = RSAKey.import_key(jwk)
+    registry = jose_jwt.JWTClaimsRegistry(
+        leeway=60,
+        iss={"essential": True, "value": ISSUER},
+        aud={"essential": True, "values": AUDIENCES},
+        sub={"essential": True},
+        exp={"essential": True},
+        iat={"essential": True},
+    )
+
+    def with_joserfc() -> object:
+        decoded = jose_jwt.decode(token, jose_key, ["RS256"])
+        registry.validate(decoded.claims)
+        return decoded
+
+    authlib_jwt = JsonWebToken(["RS256"])
+    authlib_options = {
+        "iss": {"essential": True, "value": ISSUER},
+        "aud": {"essential": True, "values": AUDIENCES},
+        "sub": {"essential": True},
+        "exp": {"essential": True},
+        "iat": {"essential": True},
+    }
+
+    def with_authlib() -> object:
+        claims = authlib_jwt.decode(token, jwk, claims_options=authlib_options)
+        claims.validate(leeway=60)
+        return claims
+
+    return {
+        "bare cryptography RS256 verify": bare,
+        f"appleconnect {appleconnect.__version__}": ours,
+        f"PyJWT {pyjwt.__version__}": with_pyjwt,
+        f"joserfc {joserfc.__version__}": with_joserfc,
+        f"authlib {authlib.__version__}": with_authlib,
+    }
+
+
+def measure(fn: Callable[[], object], seconds: float, rounds: int = 7) -> float:
+    """Median over ``rounds`` of the mean microseconds per call in a timed batch."""
+    fn()
+    batch = 1
+    while True:  # size a batch to about seconds / rounds
+        start = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds / rounds / 4:
+            break
+        batch *= 2
+    batch = max(1, int(batch * (seconds / rounds) / max(elapsed, 1e-9)))
+    results = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        results.append((time.perf_counter() - start) / batch * 1e6)
+    return statistics.median(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.5, help="time per contender")
+    args = parser.parse_args()
+    token, key, jwk = build()
+    runs = contenders(token, key, jwk)
+    print(f"machine: {platform.machine()} {platform.processor() or ''}".rstrip())
+    print(f"python {platform.python_version()}, cryptography {cryptography.__version__}")
+    print(f"token: {len(token)} bytes, RSA-2048, {len(AUDIENCES)} allowed audiences\n")
+    floor = None
+    print(f"{'contender':<36} {'µs/verify':>10} {'x bare':>8}")
+    for name, fn in runs.items():
+        us = measure(fn, args.seconds)
+        floor = floor or us
+        print(f"{name:<36} {us:>10.1f} {us / floor:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

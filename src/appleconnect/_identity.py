@@ -1,0 +1,360 @@
+"""Verification of Apple's identity tokens (``id_token``).
+
+The checks follow Apple's "Verifying a user" page (docs/apple-rest-api.md, section 6.1), with
+the corrections real traffic forces: the algorithm is RS256 (Apple's page says "E256"), the
+boolean claims arrive as ``true`` or ``"true"``, native iOS flows put SHA-256(nonce) in the
+token, and clocks drift. Every check always runs; there is no switch to turn one off.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from ._constants import APPLE_ISSUER
+from ._errors import InvalidIdentityToken, InvalidToken
+from ._jws import split_token, verify_rs256_parts
+from ._keys import AppleKeys
+
+__all__ = [
+    "DEFAULT_LEEWAY",
+    "IdentityToken",
+    "averify_identity_token",
+    "check_claims",
+    "verify_identity_token",
+]
+
+DEFAULT_LEEWAY = 60
+"""Seconds of clock skew tolerated on ``exp`` and ``iat`` (field notes P8)."""
+
+_MAX_NONCE = 1024
+
+
+class IdentityToken(NamedTuple):
+    """The verified claims of an Apple identity token (immutable).
+
+    ``email_verified`` and ``is_private_email`` are real booleans whatever form Apple sent
+    (``None`` when absent). ``claims`` holds the raw payload. Email addresses must be taken from
+    here, never from the unsigned ``user`` JSON of the first authorization.
+
+    (A named tuple rather than a frozen dataclass: it is built on every sign-in, and a frozen
+    dataclass's constructor costs a microsecond more; see ``benchmarks/verify.py``.)
+    """
+
+    sub: str
+    audience: str
+    issued_at: int
+    expires_at: int
+    email: str | None = None
+    email_verified: bool | None = None
+    is_private_email: bool | None = None
+    real_user_status: int | None = None
+    transfer_sub: str | None = None
+    nonce: str | None = None
+    nonce_supported: bool | None = None
+    auth_time: int | None = None
+    at_hash: str | None = None
+    c_hash: str | None = None
+    org_id: str | None = None
+    issuer: str = APPLE_ISSUER
+    claims: Mapping[str, Any] = MappingProxyType({})
+
+
+def _bool_claim(payload: Mapping[str, Any], name: str, error: type[InvalidToken]) -> bool | None:
+    value = payload.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise error(name, f"The claim {name!r} is neither a boolean nor 'true'/'false'.", claim=name)
+
+
+def _int_claim(
+    payload: Mapping[str, Any], name: str, error: type[InvalidToken], *, required: bool
+) -> int | None:
+    value = payload.get(name)
+    if value is None:
+        if required:
+            raise error(name, f"The token has no {name!r} claim.", claim=name)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise error(name, f"The claim {name!r} is not a number.", claim=name)
+    return int(value)
+
+
+def _str_claim(
+    payload: Mapping[str, Any], name: str, error: type[InvalidToken], *, required: bool = False
+) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        if required:
+            raise error(name, f"The token has no {name!r} claim.", claim=name)
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise error(name, f"The claim {name!r} is not a string.", claim=name)
+    return value
+
+
+def oidc_hash(value: str) -> str:
+    """``at_hash`` / ``c_hash``: base64url of the left half of SHA-256 (OpenID Connect 3.1.3.6)."""
+    digest = hashlib.sha256(value.encode("ascii", "replace")).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
+
+
+def check_claims(
+    payload: Mapping[str, Any],
+    *,
+    audiences: frozenset[str],
+    now: float,
+    leeway: float,
+    error: type[InvalidToken],
+) -> tuple[str, int, int]:
+    """Check ``iss``, ``aud``, ``exp``, ``iat`` (and ``sub``) and return ``(aud, iat, exp)``.
+
+    Shared with server-to-server notifications, which Apple signs and addresses the same way.
+    """
+    if payload.get("iss") != APPLE_ISSUER:
+        raise error(
+            "iss", f"The token's issuer is {payload.get('iss')!r}, not {APPLE_ISSUER}.", claim="iss"
+        )
+    aud = payload.get("aud")
+    if isinstance(aud, list) and len(aud) == 1:
+        aud = aud[0]
+    if not isinstance(aud, str) or aud not in audiences:
+        raise error(
+            "aud",
+            f"The token was issued to {aud!r}, which is not one of this service's client ids.",
+            claim="aud",
+        )
+    exp = _int_claim(payload, "exp", error, required=True)
+    iat = _int_claim(payload, "iat", error, required=True)
+    assert exp is not None
+    assert iat is not None
+    if now >= exp + leeway:
+        raise error("exp", f"The token expired at {exp} (now {int(now)}).", claim="exp")
+    if iat > now + leeway:
+        raise error(
+            "iat",
+            f"The token was issued in the future ({iat}, now {int(now)}); check this clock.",
+            claim="iat",
+        )
+    return aud, iat, exp
+
+
+def _check_nonce(payload: Mapping[str, Any], nonce: str) -> None:
+    token_nonce = payload.get("nonce")
+    if token_nonce is None:
+        # Apple: "If you sent a nonce and the token has none, fail when nonce_supported is true."
+        # We fail unless the platform explicitly says it does not support nonces.
+        if _bool_claim(payload, "nonce_supported", InvalidIdentityToken) is False:
+            return
+        raise InvalidIdentityToken(
+            "nonce", "A nonce was sent but the token carries none.", claim="nonce"
+        )
+    if not isinstance(token_nonce, str):
+        raise InvalidIdentityToken("nonce", "The token's nonce is not a string.", claim="nonce")
+    # Native iOS flows send SHA-256(raw nonce) to Apple and the raw nonce to the server.
+    hashed = hashlib.sha256(nonce.encode("utf-8")).hexdigest()
+    expected = token_nonce.encode("utf-8")
+    if not (
+        hmac.compare_digest(expected, nonce.encode("utf-8"))
+        or hmac.compare_digest(expected, hashed.encode("ascii"))
+    ):
+        raise InvalidIdentityToken(
+            "nonce", "The token's nonce does not match the nonce sent.", claim="nonce"
+        )
+
+
+def _normalise_audiences(audiences: str | Iterable[str]) -> frozenset[str]:
+    if isinstance(audiences, str):
+        audiences = (audiences,)
+    result = frozenset(audiences)
+    if not result or not all(isinstance(a, str) and a for a in result):
+        raise ValueError(
+            "audiences must name at least one client id (your Services ID and/or App ID); they "
+            "come from configuration, never from the request."
+        )
+    return result
+
+
+def _finish(
+    payload: dict[str, Any],
+    *,
+    audiences: frozenset[str],
+    nonce: str | None,
+    now: float | None,
+    leeway: float,
+    access_token: str | None,
+    code: str | None,
+) -> IdentityToken:
+    # This runs on every sign-in; the common case (claims of the expected JSON types) takes
+    # the inline checks, anything unusual falls back to the helpers, which say what is wrong.
+    err = InvalidIdentityToken
+    get = payload.get
+    if now is None:
+        now = time.time()
+    aud = get("aud")
+    exp = get("exp")
+    iat = get("iat")
+    if (
+        get("iss") != APPLE_ISSUER
+        or type(aud) is not str
+        or aud not in audiences
+        or type(exp) is not int
+        or type(iat) is not int
+    ):
+        aud, iat, exp = check_claims(
+            payload, audiences=audiences, now=now, leeway=leeway, error=err
+        )
+    elif now >= exp + leeway or iat > now + leeway:
+        check_claims(payload, audiences=audiences, now=now, leeway=leeway, error=err)
+    sub = get("sub")
+    if type(sub) is not str or not sub:
+        raise err("sub", "The token has no usable 'sub' claim.", claim="sub")
+    if nonce is not None:
+        _check_nonce(payload, nonce)
+    at_hash = get("at_hash")
+    c_hash = get("c_hash")
+    if (at_hash is not None and type(at_hash) is not str) or (
+        c_hash is not None and type(c_hash) is not str
+    ):
+        _str_claim(payload, "at_hash", err)
+        _str_claim(payload, "c_hash", err)
+    if (
+        access_token is not None
+        and at_hash is not None
+        and not hmac.compare_digest(at_hash, oidc_hash(access_token))
+    ):
+        raise err("at_hash", "at_hash does not match the access token.", claim="at_hash")
+    if code is not None and c_hash is not None and not hmac.compare_digest(c_hash, oidc_hash(code)):
+        raise err("c_hash", "c_hash does not match the authorization code.", claim="c_hash")
+    email_verified = get("email_verified")
+    if email_verified is not None and type(email_verified) is not bool:
+        email_verified = _bool_claim(payload, "email_verified", err)
+    is_private_email = get("is_private_email")
+    if is_private_email is not None and type(is_private_email) is not bool:
+        is_private_email = _bool_claim(payload, "is_private_email", err)
+    nonce_supported = get("nonce_supported")
+    if nonce_supported is not None and type(nonce_supported) is not bool:
+        nonce_supported = _bool_claim(payload, "nonce_supported", err)
+    auth_time = get("auth_time")
+    if auth_time is not None and type(auth_time) is not int:
+        auth_time = _int_claim(payload, "auth_time", err, required=False)
+    real_user_status = get("real_user_status")
+    if real_user_status is not None and type(real_user_status) is not int:
+        real_user_status = _int_claim(payload, "real_user_status", err, required=False)
+    email = get("email")
+    transfer_sub = get("transfer_sub")
+    token_nonce = get("nonce")
+    org_id = get("org_id")
+    for name, value in (
+        ("email", email),
+        ("transfer_sub", transfer_sub),
+        ("nonce", token_nonce),
+        ("org_id", org_id),
+    ):
+        if value is not None and type(value) is not str:
+            raise err(name, f"The claim {name!r} is not a string.", claim=name)
+    return IdentityToken(
+        sub,
+        aud,
+        iat,
+        exp,
+        email,
+        email_verified,
+        is_private_email,
+        real_user_status,
+        transfer_sub,
+        token_nonce,
+        nonce_supported,
+        auth_time,
+        at_hash,
+        c_hash,
+        org_id,
+        APPLE_ISSUER,
+        payload,
+    )
+
+
+def _check_nonce_argument(nonce: str | None) -> None:
+    if nonce is not None and (not isinstance(nonce, str) or not nonce or len(nonce) > _MAX_NONCE):
+        raise ValueError("nonce must be a non-empty string of at most 1024 characters, or None.")
+
+
+def verify_identity_token(
+    token: str,
+    keys: AppleKeys,
+    *,
+    audiences: str | Iterable[str],
+    nonce: str | None = None,
+    now: float | None = None,
+    leeway: float = DEFAULT_LEEWAY,
+    access_token: str | None = None,
+    code: str | None = None,
+) -> IdentityToken:
+    """Verify an identity token and return its claims; raise :class:`InvalidIdentityToken`.
+
+    - The signature must be RS256 by the Apple key named by ``kid`` (fetched if needed).
+    - ``iss`` must be ``https://appleid.apple.com``; ``aud`` one of ``audiences``.
+    - ``exp`` and ``iat`` are checked against ``now`` (Unix seconds) with ``leeway``.
+    - When ``nonce`` is given, the token's nonce must equal it or its SHA-256 hex digest.
+    - When ``access_token`` / ``code`` are given, ``at_hash`` / ``c_hash`` are checked.
+
+    The exception's ``reason`` names the failed check. Raises
+    :class:`~appleconnect.AppleUnavailable` if Apple's keys cannot be fetched at all.
+    """
+    allowed = _normalise_audiences(audiences)
+    _check_nonce_argument(nonce)
+    header, payload, signature, kid = split_token(token, InvalidIdentityToken)
+    key = keys.get(kid)
+    if key is None:
+        raise InvalidIdentityToken(
+            "kid", f"No Apple key has kid {kid!r}, even after re-fetching.", claim="kid"
+        )
+    claims = verify_rs256_parts(header, payload, signature, key, InvalidIdentityToken)
+    return _finish(
+        claims,
+        audiences=allowed,
+        nonce=nonce,
+        now=now,
+        leeway=leeway,
+        access_token=access_token,
+        code=code,
+    )
+
+
+async def averify_identity_token(
+    token: str,
+    keys: AppleKeys,
+    *,
+    audiences: str | Iterable[str],
+    nonce: str | None = None,
+    now: float | None = None,
+    leeway: float = DEFAULT_LEEWAY,
+    access_token: str | None = None,
+    code: str | None = None,
+) -> IdentityToken:
+    """Async variant of :func:`verify_identity_token` (fetches keys without blocking)."""
+    allowed = _normalise_audiences(audiences)
+    _check_nonce_argument(nonce)
+    header, payload, signature, kid = split_token(token, InvalidIdentityToken)
+    key = await keys.aget(kid)
+    if key is None:
+        raise InvalidIdentityToken(
+            "kid", f"No Apple key has kid {kid!r}, even after re-fetching.", claim="kid"
+        )
+    claims = verify_rs256_parts(header, payload, signature, key, InvalidIdentityToken)
+    return _finish(
+        claims,
+        audiences=allowed,
+        nonce=nonce,
+        now=now,
+        leeway=leeway,
+        access_token=access_token,
+        code=code,
+    )

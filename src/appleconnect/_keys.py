@@ -1,0 +1,276 @@
+"""Apple's signing keys (the JWKS at ``/auth/keys``), cached and refreshed safely.
+
+Apple publishes several RS256 keys and rotates them without notice (docs/apple-rest-api.md,
+section 4). The cache follows the pattern that field notes P6 asks for:
+
+- keys are kept for ``ttl`` seconds, then re-fetched on the next use;
+- a token naming an unknown ``kid`` triggers one re-fetch, but at most one per
+  ``refetch_interval`` seconds, so random ``kid``\\s cannot make us hammer Apple (go-oidc PR #482);
+- concurrent misses share one fetch (a lock per sync and per async path);
+- when Apple cannot be reached, the last good key set keeps serving for ``max_stale`` seconds
+  past its ``ttl`` (stale-if-error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
+
+from ._constants import APPLE_BASE_URL, KEYS_PATH
+from ._errors import AppleUnavailable
+from ._jws import b64url_decode
+
+__all__ = ["AppleKeys", "parse_jwks"]
+
+logger = logging.getLogger("appleconnect")
+
+MAX_JWKS_BYTES = 256 * 1024
+MAX_KEYS = 100
+MIN_RSA_BITS = 2048
+
+
+def parse_jwks(jwks: object) -> dict[str, RSAPublicKey]:
+    """Turn a JWKS document into ``{kid: public key}``; raise ValueError if it holds no usable key.
+
+    Keys that are not RSA signing keys for RS256 are skipped, as RFC 7517 allows; a set with
+    none left is an error. Any number of keys and any ``kid`` length are accepted.
+    """
+    if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), list):
+        raise ValueError("A JWKS must be a JSON object with a 'keys' list.")
+    entries = jwks["keys"]
+    if len(entries) > MAX_KEYS:
+        raise ValueError(f"The JWKS has {len(entries)} keys; more than {MAX_KEYS} is refused.")
+    keys: dict[str, RSAPublicKey] = {}
+    for entry in entries:
+        if not isinstance(entry, Mapping) or entry.get("kty") != "RSA":
+            continue
+        if entry.get("alg", "RS256") != "RS256" or entry.get("use", "sig") != "sig":
+            continue
+        kid, n, e = entry.get("kid"), entry.get("n"), entry.get("e")
+        if not (isinstance(kid, str) and kid and len(kid) <= 256):
+            continue
+        if not (isinstance(n, str) and isinstance(e, str) and len(n) <= 2048 and len(e) <= 16):
+            continue
+        try:
+            modulus = int.from_bytes(b64url_decode(n), "big")
+            exponent = int.from_bytes(b64url_decode(e), "big")
+            key = RSAPublicNumbers(exponent, modulus).public_key()
+        except ValueError:
+            continue
+        if key.key_size < MIN_RSA_BITS:
+            continue
+        keys[kid] = key
+    if not keys:
+        raise ValueError("The JWKS holds no RSA signing key usable for RS256.")
+    return keys
+
+
+class AppleKeys:
+    """Apple's public keys, fetched from ``<base_url>/auth/keys`` and cached.
+
+    Pass an ``httpx.Client`` (sync use) and/or an ``httpx.AsyncClient`` (async use); when one is
+    missing, the object creates its own on first use and closes it in :meth:`close` /
+    :meth:`aclose`. :meth:`from_jwks` builds a fixed set that never fetches (tests, offline use).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str = APPLE_BASE_URL,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+        ttl: float = 3600.0,
+        refetch_interval: float = 60.0,
+        max_stale: float = 86_400.0,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl <= 0 or refetch_interval < 0 or max_stale < 0:
+            raise ValueError("ttl must be positive; refetch_interval and max_stale not negative.")
+        self._url = base_url.rstrip("/") + KEYS_PATH
+        self._http = http_client
+        self._ahttp = async_http_client
+        self._owns_http = http_client is None
+        self._owns_ahttp = async_http_client is None
+        self._ttl = ttl
+        self._refetch_interval = refetch_interval
+        self._max_stale = max_stale
+        self._timeout = timeout
+        self._clock = clock
+        self._keys: dict[str, RSAPublicKey] = {}
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
+        self._generation = 0
+        self._fixed = False
+        self._lock = threading.Lock()
+        self._alock: asyncio.Lock | None = None
+        self.fetch_count = 0
+        """How many times the key set was requested from Apple (for tests and benchmarks)."""
+
+    @classmethod
+    def from_jwks(cls, jwks: Mapping[str, Any]) -> AppleKeys:
+        """A fixed key set built from a JWKS document; it never fetches anything."""
+        keys = cls()
+        keys._keys = parse_jwks(jwks)
+        keys._fixed = True
+        return keys
+
+    @property
+    def kids(self) -> tuple[str, ...]:
+        """The ``kid``\\s currently known (possibly none before the first fetch)."""
+        return tuple(self._keys)
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def _decide(self, kid: str) -> tuple[RSAPublicKey | None, bool]:
+        """Return ``(key, must_fetch)`` for the current cache state, without fetching."""
+        key = self._keys.get(kid)
+        if self._fixed:
+            return key, False
+        now = self._clock()
+        if self._fetched_at is None or now - self._fetched_at >= self._ttl:
+            # Expired (or never fetched): fetch, unless a fetch was just attempted and failed.
+            recently_tried = (
+                self._attempted_at is not None and now - self._attempted_at < self._refetch_interval
+            )
+            if recently_tried and self._serving_stale(now):
+                return key, False
+            return key, True
+        if key is not None:
+            return key, False
+        # Unknown kid while the set is fresh: Apple may have rotated; fetch at most once per
+        # refetch_interval, whatever the kids that attackers send.
+        if self._attempted_at is not None and now - self._attempted_at < self._refetch_interval:
+            return None, False
+        return None, True
+
+    def _serving_stale(self, now: float) -> bool:
+        return self._fetched_at is not None and now - self._fetched_at < self._ttl + self._max_stale
+
+    def _after_failure(self, kid: str, exc: Exception) -> RSAPublicKey | None:
+        now = self._clock()
+        if self._serving_stale(now):
+            logger.warning("Apple's keys could not be refreshed (%s); serving the cached set.", exc)
+            return self._keys.get(kid)
+        raise AppleUnavailable(
+            f"Apple's signing keys could not be fetched from {self._url}: {exc}"
+        ) from exc
+
+    def _install(self, body: bytes) -> None:
+        if len(body) > MAX_JWKS_BYTES:
+            raise ValueError("the key set is larger than any Apple publishes")
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise ValueError("the key set is not JSON") from None
+        self._keys = parse_jwks(document)
+        self._fetched_at = self._clock()
+        self._generation += 1
+
+    def get(self, kid: str) -> RSAPublicKey | None:
+        """The key for ``kid``, fetching (synchronously) if the cache rules call for it.
+
+        Returns ``None`` for a ``kid`` that is still unknown. Raises
+        :class:`~appleconnect.AppleUnavailable` when no key set can be had at all.
+        """
+        key, must_fetch = self._decide(kid)
+        if not must_fetch:
+            return key
+        generation = self._generation
+        with self._lock:
+            if self._generation == generation:  # nobody fetched while we waited
+                key, must_fetch = self._decide(kid)
+                if not must_fetch:
+                    return key
+                try:
+                    self._fetch_sync()
+                except (httpx.HTTPError, ValueError) as exc:
+                    return self._after_failure(kid, exc)
+        return self._keys.get(kid)
+
+    async def aget(self, kid: str) -> RSAPublicKey | None:
+        """Async variant of :meth:`get`."""
+        key, must_fetch = self._decide(kid)
+        if not must_fetch:
+            return key
+        if self._alock is None:
+            self._alock = asyncio.Lock()
+        generation = self._generation
+        async with self._alock:
+            if self._generation == generation:
+                key, must_fetch = self._decide(kid)
+                if not must_fetch:
+                    return key
+                try:
+                    await self._fetch_async()
+                except (httpx.HTTPError, ValueError) as exc:
+                    return self._after_failure(kid, exc)
+        return self._keys.get(kid)
+
+    def refresh(self) -> None:
+        """Fetch the key set now (raises on failure)."""
+        with self._lock:
+            self._fetch_sync()
+
+    # -- fetching -----------------------------------------------------------------------------
+
+    def _fetch_sync(self) -> None:
+        if self._http is None:
+            self._http = httpx.Client(timeout=self._timeout)
+        self._attempted_at = self._clock()
+        # A key fetch is idempotent, so one retry on a transport error is safe.
+        for attempt in (1, 2):
+            self.fetch_count += 1
+            try:
+                response = self._http.get(self._url, headers={"Accept": "application/json"})
+                break
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+        self._check_response(response)
+        self._install(response.content)
+
+    async def _fetch_async(self) -> None:
+        if self._ahttp is None:
+            self._ahttp = httpx.AsyncClient(timeout=self._timeout)
+        self._attempted_at = self._clock()
+        for attempt in (1, 2):
+            self.fetch_count += 1
+            try:
+                response = await self._ahttp.get(self._url, headers={"Accept": "application/json"})
+                break
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+        self._check_response(response)
+        self._install(response.content)
+
+    @staticmethod
+    def _check_response(response: httpx.Response) -> None:
+        if response.status_code != 200:
+            raise ValueError(f"HTTP {response.status_code}")
+
+    def close(self) -> None:
+        """Close the sync HTTP client if this object created it."""
+        if self._http is not None and self._owns_http:
+            self._http.close()
+            self._http = None
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients this object created."""
+        if self._ahttp is not None and self._owns_ahttp:
+            await self._ahttp.aclose()
+            self._ahttp = None
+        self.close()
+
+    def __repr__(self) -> str:
+        source = "fixed" if self._fixed else self._url
+        return f"AppleKeys({source}, kids={list(self._keys)})"

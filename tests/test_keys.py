@@ -1,0 +1,220 @@
+"""Apple's key set: caching, rotation, the re-fetch rate limit, shared fetches, stale-if-error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appleconnect import AppleKeys, AppleUnavailable
+from appleconnect._keys import parse_jwks
+from appletest import jwk_for
+
+
+class FakeApple:
+    """A MockTransport handler serving a JWKS that tests can change, break, or slow down."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self.jwks = jwks
+        self.calls = 0
+        self.fail: Exception | int | None = None
+        self.delay = 0.0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        assert request.method == "GET"
+        assert request.url.path == "/auth/keys"
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        if isinstance(self.fail, Exception):
+            raise self.fail
+        if isinstance(self.fail, int):
+            return httpx.Response(self.fail, text="unavailable")
+        return httpx.Response(200, json=self.jwks)
+
+    async def handle_async(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if isinstance(self.fail, Exception):
+            raise self.fail
+        return httpx.Response(200, json=self.jwks)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake(jwks: dict[str, Any]) -> FakeApple:
+    return FakeApple(jwks)
+
+
+def make_keys(fake: FakeApple, clock: Clock, **kw: Any) -> AppleKeys:
+    client = httpx.Client(transport=httpx.MockTransport(fake), base_url="https://apple.test")
+    return AppleKeys(base_url="https://apple.test", http_client=client, clock=clock, **kw)
+
+
+def test_fetches_once_and_caches_for_the_ttl(fake: FakeApple) -> None:
+    clock = Clock()
+    keys = make_keys(fake, clock, ttl=600)
+    assert keys.get("W6WcOKB") is not None
+    assert keys.get("W6WcOKB") is not None
+    clock.now += 599
+    assert keys.get("W6WcOKB") is not None
+    assert fake.calls == 1
+    clock.now += 2
+    assert keys.get("W6WcOKB") is not None
+    assert fake.calls == 2
+
+
+def test_unknown_kid_refetches_once_then_is_rate_limited(
+    fake: FakeApple, other_key: rsa.RSAPrivateKey
+) -> None:
+    clock = Clock()
+    keys = make_keys(fake, clock, refetch_interval=60)
+    keys.get("W6WcOKB")
+    # Apple rotates: the new kid appears after one re-fetch (once the interval since the
+    # previous fetch has passed).
+    clock.now += 61
+    fake.jwks = {"keys": [*fake.jwks["keys"], jwk_for(other_key, "fh6Bs8")]}
+    assert keys.get("fh6Bs8") is not None
+    assert fake.calls == 2
+    # Random kids within the interval do not cause fetches.
+    clock.now += 10
+    for i in range(50):
+        assert keys.get(f"random-{i}") is None
+    assert fake.calls == 2
+    clock.now += 60
+    assert keys.get("random-x") is None
+    assert fake.calls == 3
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kids=st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=200))
+def test_random_kids_cause_at_most_one_fetch_per_interval(
+    jwks: dict[str, Any], kids: list[str]
+) -> None:
+    fake = FakeApple(jwks)
+    clock = Clock()
+    keys = make_keys(fake, clock, refetch_interval=30)
+    keys.get("W6WcOKB")
+    for kid in kids:
+        keys.get(kid)
+        clock.now += 0.1  # 200 lookups span at most 20 s < 30 s
+    assert fake.calls <= 2
+
+
+def test_concurrent_misses_share_one_fetch(fake: FakeApple) -> None:
+    fake.delay = 0.2
+    keys = make_keys(fake, Clock())
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(keys.get("W6WcOKB"))) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fake.calls == 1
+    assert all(r is not None for r in results)
+
+
+async def test_concurrent_async_misses_share_one_fetch(fake: FakeApple) -> None:
+    fake.delay = 0.05
+    client = httpx.AsyncClient(transport=httpx.MockTransport(fake.handle_async))
+    keys = AppleKeys(base_url="https://apple.test", async_http_client=client, clock=Clock())
+    results = await asyncio.gather(*(keys.aget("W6WcOKB") for _ in range(10)))
+    assert fake.calls == 1
+    assert all(r is not None for r in results)
+    await client.aclose()
+
+
+def test_stale_keys_serve_while_apple_is_down_within_the_bound(fake: FakeApple) -> None:
+    clock = Clock()
+    keys = make_keys(fake, clock, ttl=600, max_stale=3600, refetch_interval=60)
+    keys.get("W6WcOKB")
+    fake.fail = httpx.ConnectError("down")
+    clock.now += 700
+    assert keys.get("W6WcOKB") is not None  # stale but served
+    calls = fake.calls
+    clock.now += 10
+    assert keys.get("W6WcOKB") is not None
+    assert fake.calls == calls  # a failed refresh is not retried at every request
+    clock.now += 600 + 3600
+    with pytest.raises(AppleUnavailable, match="could not be fetched"):
+        keys.get("W6WcOKB")
+
+
+def test_http_error_and_garbage_are_failures(fake: FakeApple) -> None:
+    fake.fail = 503
+    with pytest.raises(AppleUnavailable, match="HTTP 503"):
+        make_keys(fake, Clock()).get("W6WcOKB")
+
+
+def test_transport_error_is_retried_once(fake: FakeApple) -> None:
+    fake.fail = httpx.ConnectError("down")
+    with pytest.raises(AppleUnavailable):
+        make_keys(fake, Clock()).get("W6WcOKB")
+    assert fake.calls == 2
+
+
+def test_from_jwks_never_fetches(jwks: dict[str, Any]) -> None:
+    keys = AppleKeys.from_jwks(jwks)
+    assert keys.kids == ("W6WcOKB",)
+    assert keys.get("other") is None
+    assert keys.fetch_count == 0
+
+
+def test_any_key_count_and_kid_length(other_key: rsa.RSAPrivateKey) -> None:
+    entries = [jwk_for(other_key, "k" * n) for n in (1, 6, 10, 64, 256)]
+    assert set(parse_jwks({"keys": entries})) == {"k" * n for n in (1, 6, 10, 64, 256)}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "'keys' list"),
+        ({"keys": "x"}, "'keys' list"),
+        ({"keys": []}, "no RSA signing key"),
+        ({"keys": [{"kty": "EC", "kid": "a"}]}, "no RSA signing key"),
+        ({"keys": [{"kty": "RSA", "kid": "a", "n": "!!", "e": "AQAB"}]}, "no RSA signing key"),
+        ({"keys": [{"kty": "RSA", "kid": str(i)} for i in range(101)]}, "more than 100"),
+    ],
+)
+def test_bad_key_sets(document: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_jwks(document)
+
+
+def test_small_rsa_keys_and_other_algorithms_are_skipped(apple_key: rsa.RSAPrivateKey) -> None:
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    wrong_alg = dict(jwk_for(apple_key, "enc"), alg="RSA-OAEP", use="enc")
+    parsed = parse_jwks({"keys": [jwk_for(small, "small"), wrong_alg, jwk_for(apple_key, "ok")]})
+    assert list(parsed) == ["ok"]
+
+
+def test_keys_endpoint_url_and_body_limit(fake: FakeApple) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, content=json.dumps({"keys": [], "pad": "x" * 300_000}))
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    keys = AppleKeys(base_url="https://apple.test/", http_client=client, clock=Clock())
+    with pytest.raises(AppleUnavailable, match="larger than any Apple publishes"):
+        keys.get("x")
+    assert seen[0] == "https://apple.test/auth/keys"
