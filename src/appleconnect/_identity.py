@@ -184,7 +184,6 @@ def _normalise_audiences(audiences: str | Iterable[str]) -> frozenset[str]:
 
 def _finish(
     payload: dict[str, Any],
-    *,
     audiences: frozenset[str],
     nonce: str | None,
     now: float | None,
@@ -310,22 +309,9 @@ def verify_identity_token(
     """
     allowed = _normalise_audiences(audiences)
     _check_nonce_argument(nonce)
-    header, payload, signature, kid = split_token(token, InvalidIdentityToken)
-    key = keys.get(kid)
-    if key is None:
-        raise InvalidIdentityToken(
-            "kid", f"No Apple key has kid {kid!r}, even after re-fetching.", claim="kid"
-        )
-    claims = verify_rs256_parts(header, payload, signature, key, InvalidIdentityToken)
-    return _finish(
-        claims,
-        audiences=allowed,
-        nonce=nonce,
-        now=now,
-        leeway=leeway,
-        access_token=access_token,
-        code=code,
-    )
+    parts = split_token(token, InvalidIdentityToken)
+    claims = verify_rs256_parts(parts, keys.get(parts[3]), InvalidIdentityToken)
+    return _finish(claims, allowed, nonce, now, leeway, access_token, code)
 
 
 async def averify_identity_token(
@@ -342,19 +328,6 @@ async def averify_identity_token(
     """Async variant of :func:`verify_identity_token` (fetches keys without blocking)."""
     allowed = _normalise_audiences(audiences)
     _check_nonce_argument(nonce)
-    header, payload, signature, kid = split_token(token, InvalidIdentityToken)
-    key = await keys.aget(kid)
-    if key is None:
-        raise InvalidIdentityToken(
-            "kid", f"No Apple key has kid {kid!r}, even after re-fetching.", claim="kid"
-        )
-    claims = verify_rs256_parts(header, payload, signature, key, InvalidIdentityToken)
-    return _finish(
-        claims,
-        audiences=allowed,
-        nonce=nonce,
-        now=now,
-        leeway=leeway,
-        access_token=access_token,
-        code=code,
-    )
+    parts = split_token(token, InvalidIdentityToken)
+    claims = verify_rs256_parts(parts, await keys.aget(parts[3]), InvalidIdentityToken)
+    return _finish(claims, allowed, nonce, now, leeway, access_token, code)

@@ -6,7 +6,7 @@ because the full JOSE libraries spend most of a verification on generality we re
 (see ``benchmarks/verify.py``). It is differential-tested against PyJWT and joserfc.
 
 Nothing here checks claims; :mod:`appleconnect._identity` and :mod:`appleconnect._notifications`
-do that on what :func:`decode_rs256` returns.
+do that on what :func:`verify_rs256_parts` returns.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -33,7 +32,6 @@ __all__ = [
     "MAX_SIGNATURE_SEGMENT",
     "b64url_decode",
     "b64url_encode",
-    "decode_rs256",
     "sign_es256",
     "split_token",
     "verify_rs256_parts",
@@ -153,24 +151,6 @@ def split_token(token: str, error: type[InvalidToken]) -> tuple[str, str, str, s
     return header, payload, signature, kid
 
 
-def decode_rs256(
-    token: str,
-    key_for: Callable[[str], RSAPublicKey | None],
-    error: type[InvalidToken],
-) -> dict[str, Any]:
-    """Verify a compact RS256 JWS and return its payload as a dict.
-
-    The algorithm is fixed: a header asking for anything but RS256 is refused before any key is
-    looked up. ``key_for(kid)`` returns the public key for a ``kid`` or ``None``. Raises ``error``
-    (a subclass of :class:`InvalidToken`) with ``reason`` set to the check that failed.
-    """
-    header, payload, signature, kid = split_token(token, error)
-    key = key_for(kid)
-    if key is None:
-        raise error("kid", f"No Apple key has kid {kid!r}, even after re-fetching.", claim="kid")
-    return verify_rs256_parts(header, payload, signature, key, error)
-
-
 # DER of the DigestInfo prefix for SHA-256 (RFC 8017, section 9.2, note 1).
 _SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 
@@ -195,13 +175,15 @@ def _pkcs1_sha256_valid(key: RSAPublicKey, signature: bytes, digest: bytes) -> b
 
 
 def verify_rs256_parts(
-    header: str,
-    payload: str,
-    signature: str,
-    key: RSAPublicKey,
+    parts: tuple[str, str, str, str],
+    key: RSAPublicKey | None,
     error: type[InvalidToken],
 ) -> dict[str, Any]:
-    """Check the RS256 signature of already-split segments and decode the payload."""
+    """Check the RS256 signature of the segments :func:`split_token` returned, with the key
+    found for their ``kid`` (``None``: no such key), and return the decoded payload."""
+    header, payload, signature, kid = parts
+    if key is None:
+        raise error("kid", f"No Apple key has kid {kid!r}, even after re-fetching.", claim="kid")
     try:
         raw_signature = b64url_decode(signature)
     except ValueError:
