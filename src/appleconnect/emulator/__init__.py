@@ -1,0 +1,84 @@
+"""The emulator of Apple's side of Sign in with Apple (``appleid.apple.com``), offline.
+
+``create_emulator_app()`` returns an ASGI app that answers on Apple's paths exactly as Apple does
+(docs/apple-rest-api.md), plus a JSON control API under ``/emulator``. ``serve()`` runs it with
+uvicorn; ``appleconnect emulator`` calls it. The emulator signs and checks with joserfc and
+``cryptography`` only and imports nothing from the client library (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+
+from .app import create_emulator_app
+from .faults import Fault, FaultInjector
+from .notifications import Delivery, Notifier
+from .state import DefaultTeam, EmulatorState, StateError
+
+__all__ = [
+    "DefaultTeam",
+    "Delivery",
+    "EmulatorState",
+    "Fault",
+    "FaultInjector",
+    "Notifier",
+    "StateError",
+    "create_emulator_app",
+    "is_loopback",
+    "serve",
+]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    state_dir: Path,
+    issuer: str | None,
+    control_api: bool | None,
+) -> None:
+    """Run the emulator with uvicorn until interrupted.
+
+    ``control_api=None`` serves the control API only on a loopback address. Prints where
+    ``credentials.json`` is and the base URL to point a client at.
+    """
+    import uvicorn
+
+    enabled = is_loopback(host) if control_api is None else control_api
+    app = create_emulator_app(
+        state_dir=state_dir,
+        issuer=issuer or "https://appleid.apple.com",
+        control_api=enabled,
+    )
+    state: EmulatorState = app.state.emulator
+    shown_host = f"[{host}]" if ":" in host else host
+    base = f"http://{shown_host}:{port}"
+    credentials = state.write_credentials(base_url=base)
+    out = sys.stdout
+    out.write("appleconnect Apple ID emulator (not Apple)\n")
+    out.write(f"  base URL:          {base}\n")
+    out.write(f"  issuer:            {state.issuer}\n")
+    out.write(f"  credentials.json:  {credentials}\n")
+    out.write(f"  team / key:        {state.default_team.team_id} / {state.default_team.key_id}\n")
+    out.write(
+        f"  client ids:        {state.default_team.services_id} (web), "
+        f"{state.default_team.app_id} (native)\n"
+    )
+    out.write(f"  control API:       {f'{base}/emulator' if enabled else 'off'}\n")
+    out.flush()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        state.close()

@@ -1,0 +1,173 @@
+"""Everything the emulator signs and checks, done with joserfc and ``cryptography``.
+
+The emulator never uses the project's own JOSE code (docs/design.md): it is an independent
+implementation of Apple's side, so that a bug in the library is caught here instead of cancelling
+out.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import string
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, RSAKey
+
+_KID_ALPHABET = string.ascii_letters + string.digits
+_ID_ALPHABET = string.ascii_uppercase + string.digits
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding (RFC 7515, section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding; raises ``ValueError`` on bad input."""
+    if not text or any(c not in _B64URL for c in text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_B64URL = frozenset(string.ascii_letters + string.digits + "-_")
+
+
+def half_hash(value: str) -> str:
+    """``at_hash``/``c_hash``: left half of SHA-256 of the value, base64url (OIDC 3.1.3.6)."""
+    return b64url(hashlib.sha256(value.encode("ascii")).digest()[:16])
+
+
+def random_id(length: int = 10) -> str:
+    """An Apple-style identifier (Team ID, Key ID): upper-case letters and digits."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def random_kid() -> str:
+    """A key id for a JWKS key, like Apple's 10-character ones (``Bh6H7rHVmb``)."""
+    return "".join(secrets.choice(_KID_ALPHABET) for _ in range(10))
+
+
+def new_rsa_pem() -> str:
+    """A fresh RSA-2048 private key (PKCS#8 PEM) for signing id_tokens and notifications."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
+def new_ec_pem() -> tuple[str, str]:
+    """A fresh P-256 key pair like Apple's ``AuthKey_<KEYID>.p8``: (private PEM, public PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
+    return private, public
+
+
+def public_pem_of(private_pem: str) -> str:
+    """The SubjectPublicKeyInfo PEM of an EC or RSA private key PEM."""
+    key = serialization.load_pem_private_key(private_pem.encode("ascii"), password=None)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
+
+
+class Signer:
+    """Signs JWTs with one RSA key, the way Apple signs id_tokens and notifications (RS256)."""
+
+    def __init__(self, kid: str, private_pem: str) -> None:
+        self.kid = kid
+        self._key = RSAKey.import_key(private_pem)
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """A compact JWS whose header is exactly Apple's ``{"kid": ..., "alg": "RS256"}``."""
+        return jwt.encode(
+            {"kid": self.kid, "alg": "RS256"},
+            claims,
+            self._key,
+            algorithms=["RS256"],
+            default_type=None,
+        )
+
+    def jwk(self) -> dict[str, str]:
+        """The public JWK as Apple publishes it in ``/auth/keys``."""
+        public = self._key.as_dict(private=False)
+        return {
+            "kty": "RSA",
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "RS256",
+            "n": str(public["n"]),
+            "e": str(public["e"]),
+        }
+
+
+class SecretCheckError(Exception):
+    """Raised when a client secret fails one check; the message says which, for diagnostics."""
+
+
+MAX_SECRET_LENGTH = 4096
+"""A client secret is a few hundred bytes; anything above this is refused before parsing."""
+
+
+def read_secret_header(secret: str) -> dict[str, Any]:
+    """The JOSE header of a compact JWS, checked for shape only (no signature yet)."""
+    if len(secret) > MAX_SECRET_LENGTH:
+        raise SecretCheckError("The client secret is too long.")
+    parts = secret.split(".")
+    if len(parts) != 3:
+        raise SecretCheckError("The client secret is not a compact JWS (header.payload.signature).")
+    try:
+        header = json.loads(b64url_decode(parts[0]))
+    except ValueError as exc:
+        raise SecretCheckError("The client secret header is not base64url JSON.") from exc
+    if not isinstance(header, dict):
+        raise SecretCheckError("The client secret header is not a JSON object.")
+    return header
+
+
+def verify_es256(secret: str, public_pem: str) -> dict[str, Any]:
+    """Verify an ES256 compact JWS with joserfc and return its claims.
+
+    joserfc accepts only the raw ``R || S`` signature that RFC 7518, section 3.4 requires, so a
+    DER-encoded signature (TN3107's classic cause of ``invalid_client``) fails here.
+    """
+    signature = secret.rsplit(".", 1)[-1]
+    try:
+        raw = b64url_decode(signature)
+    except ValueError as exc:
+        raise SecretCheckError("The client secret signature is not base64url.") from exc
+    if len(raw) != 64:
+        raise SecretCheckError(
+            f"The client secret signature is {len(raw)} bytes, not the 64-byte raw R||S that "
+            "ES256 requires (a DER-encoded signature is rejected)."
+        )
+    try:
+        obj = jws.deserialize_compact(secret, ECKey.import_key(public_pem), algorithms=["ES256"])
+    except JoseError as exc:
+        raise SecretCheckError("The client secret signature does not verify.") from exc
+    try:
+        claims = json.loads(obj.payload or b"")
+    except ValueError as exc:
+        raise SecretCheckError("The client secret payload is not JSON.") from exc
+    if not isinstance(claims, dict):
+        raise SecretCheckError("The client secret payload is not a JSON object.")
+    return claims

@@ -1,0 +1,179 @@
+"""Server-to-server notifications, sent the way Apple sends them (section 7).
+
+Each event is a JWT signed with the JWKS keys (RS256): ``iss``, ``aud`` (the team's primary App
+ID), ``iat``, ``exp``, ``jti`` and ``events``, which Apple sends as a JSON *string*. It is POSTed
+as ``{"payload": "<JWT>"}`` to the team's notification URL, retried on failure, and every attempt
+is kept in a delivery log that the control API exposes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from .state import EmulatorState
+
+EventType = Literal["email-disabled", "email-enabled", "consent-revoked", "account-delete"]
+NOTIFICATION_TTL = 300
+MAX_LOG = 1000
+
+
+@dataclass
+class Attempt:
+    """One POST of a notification."""
+
+    at: float
+    status_code: int | None
+    error: str | None
+
+
+@dataclass
+class Delivery:
+    """A notification and what happened to it."""
+
+    id: str
+    team_id: str
+    url: str | None
+    type: str
+    sub: str
+    jti: str
+    aud: str
+    payload: str
+    events: dict[str, Any]
+    status: Literal["pending", "delivered", "failed", "no-url"] = "pending"
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The delivery as the control API shows it."""
+        return asdict(self)
+
+
+class Notifier:
+    """Builds, signs, delivers and logs server-to-server notifications."""
+
+    def __init__(
+        self,
+        state: EmulatorState,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
+        timeout: float = 5.0,
+    ) -> None:
+        self._state = state
+        self._transport = transport
+        self._retry_delays = tuple(retry_delays)
+        self._timeout = timeout
+        self._log: deque[Delivery] = deque(maxlen=MAX_LOG)
+        self._lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def build(
+        self,
+        *,
+        team_id: str,
+        account_id: str,
+        event_type: EventType,
+        email: str | None = None,
+    ) -> Delivery:
+        """Sign a notification for one Apple ID and team, and add it to the log as pending."""
+        state = self._state
+        team = state.get_team(team_id)
+        now = state.now()
+        sub = state.sub_for(account_id, team_id)
+        # Apple's captures show event_time in milliseconds (section 7.3).
+        events: dict[str, Any] = {"type": event_type, "sub": sub, "event_time": int(now * 1000)}
+        if email is not None:
+            events["email"] = email
+            events["is_private_email"] = "true"
+        jti = secrets.token_hex(16)
+        claims = {
+            "iss": state.issuer,
+            "aud": team.app_id,
+            "iat": int(now),
+            "exp": int(now) + NOTIFICATION_TTL,
+            "jti": jti,
+            "events": json.dumps(events, separators=(",", ":")),
+        }
+        delivery = Delivery(
+            id=secrets.token_hex(8),
+            team_id=team_id,
+            url=team.notification_url,
+            type=event_type,
+            sub=sub,
+            jti=jti,
+            aud=team.app_id,
+            payload=state.signer().sign(claims),
+            events=events,
+            status="pending" if team.notification_url else "no-url",
+        )
+        with self._lock:
+            self._log.append(delivery)
+        return delivery
+
+    async def deliver(self, delivery: Delivery) -> Delivery:
+        """POST ``{"payload": JWT}``; retry after each delay on a non-2xx answer or an error."""
+        if delivery.url is None:
+            return delivery
+        delays = (0.0, *self._retry_delays)
+        async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as client:
+            for delay in delays:
+                if delay:
+                    await asyncio.sleep(delay)
+                try:
+                    response = await client.post(delivery.url, json={"payload": delivery.payload})
+                except httpx.HTTPError as exc:
+                    delivery.attempts.append(
+                        Attempt(self._state.now(), None, f"{type(exc).__name__}: {exc}")
+                    )
+                    continue
+                delivery.attempts.append(Attempt(self._state.now(), response.status_code, None))
+                if 200 <= response.status_code < 300:
+                    delivery.status = "delivered"
+                    return delivery
+        delivery.status = "failed"
+        return delivery
+
+    def schedule(self, delivery: Delivery) -> None:
+        """Deliver in the background (the event loop must be running)."""
+        task = asyncio.get_running_loop().create_task(self._deliver_quietly(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_quietly(self, delivery: Delivery) -> None:
+        try:
+            await self.deliver(delivery)
+        except Exception as exc:  # a bug here must not kill the loop; it is logged instead
+            delivery.status = "failed"
+            delivery.attempts.append(Attempt(self._state.now(), None, repr(exc)))
+
+    async def drain(self) -> None:
+        """Wait until every background delivery has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Cancel background deliveries (at shutdown)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def log(self) -> list[Delivery]:
+        """Every delivery, oldest first (the last 1000)."""
+        with self._lock:
+            return list(self._log)
+
+    def clear_log(self) -> None:
+        """Forget the delivery log."""
+        with self._lock:
+            self._log.clear()
