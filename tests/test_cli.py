@@ -110,3 +110,20 @@ def test_doctor_demo_passes_and_doctor_reports_failures(
     assert code == 1
     assert "FAIL  redirect URI http://localhost/cb" in out
     assert "Apple requires HTTPS" in out
+
+
+def test_every_command_is_registered_and_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in (
+        "secret",
+        "verify-token",
+        "doctor",
+        "emulator",
+        "serve",
+        "migrate",
+        "apikey",
+        "users",
+        "admin",
+    ):
+        assert f"  {command} " in out, command

@@ -16,6 +16,7 @@ INTENDED = {
     "ClientSecret",
     "AppleKeys",
     "verify_identity_token",
+    "averify_identity_token",
     "IdentityToken",
     # the REST client
     "AppleClient",
@@ -27,6 +28,7 @@ INTENDED = {
     "AuthorizationResponse",
     "AppleUser",
     "parse_notification",
+    "aparse_notification",
     "Notification",
     # errors
     "AppleConnectError",

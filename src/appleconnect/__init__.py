@@ -25,9 +25,9 @@ from ._errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from ._identity import IdentityToken, verify_identity_token
+from ._identity import IdentityToken, averify_identity_token, verify_identity_token
 from ._keys import AppleKeys
-from ._notifications import Notification, parse_notification
+from ._notifications import Notification, aparse_notification, parse_notification
 from ._secret import ClientSecret
 
 __version__ = "0.1.0"
@@ -58,6 +58,8 @@ __all__ = [
     "TokenResponse",
     "UnauthorizedClient",
     "UnsupportedGrantType",
+    "aparse_notification",
+    "averify_identity_token",
     "parse_authorization_response",
     "parse_notification",
     "verify_identity_token",

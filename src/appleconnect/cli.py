@@ -285,6 +285,43 @@ if click is not None:
         serve(host=host, port=port, state_dir=state_dir, issuer=issuer, control_api=control_api)
 
 
+if click is not None:
+
+    @cli.command("serve")
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+    @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+    @click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("appleconnect-data"),
+        show_default=True,
+        help="Where the SQLite database, the sandbox emulator's state and keys live.",
+    )
+    @click.option(
+        "--config",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="A TOML configuration file (production); without one, sandbox mode.",
+    )
+    def serve_command(host: str, port: int, data_dir: Path, config: Path | None) -> None:
+        """Run the Apple Connect service (sandbox mode, with the emulator, when unconfigured)."""
+        from appleconnect.sandbox import serve
+
+        serve(host=host, port=port, data_dir=data_dir, config=config)
+
+    def _add_service_commands() -> None:
+        # The service's commands need the 'server' extra; without it the library's commands
+        # (secret, verify-token, doctor) still work.
+        try:
+            from appleconnect.server.commands import COMMANDS
+        except ImportError:
+            return
+        for command in COMMANDS:
+            cli.add_command(command)
+
+    _add_service_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``appleconnect`` console script."""
     if click is None:  # pragma: no cover

@@ -1,0 +1,192 @@
+"""The composition root of ``appleconnect serve``.
+
+With no configuration, sandbox mode: the emulator of Apple's side is mounted in-process under
+``/apple``, the service is pointed at it, and everything lives in the data directory. With a
+configuration file or ``APPLECONNECT_*`` variables, the service runs alone against the
+configured Apple. This is the one module that knows both the service and the emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from appleconnect.server import Settings, create_app, load_settings, store
+from appleconnect.server.commands import admin_login_url
+from appleconnect.server.db import create_engine, migrate, session_factory
+from appleconnect.server.settings import ENV_PREFIX, Secret, SettingsError
+
+__all__ = ["APPLE_PREFIX", "Sandbox", "build_sandbox_app", "serve"]
+
+APPLE_PREFIX = "/apple"
+DEMO_KEY_FILE = "demo-api-key.txt"
+
+
+@dataclass
+class Sandbox:
+    """The combined app and what it is made of (tests reach into ``emulator``)."""
+
+    app: Starlette
+    service_app: Any
+    emulator_app: Any
+    settings: Settings
+    transport: httpx.ASGITransport
+
+
+def build_sandbox_app(
+    data_dir: Path,
+    *,
+    public_url: str = "http://127.0.0.1:8000",
+    overrides: Mapping[str, Any] | None = None,
+    emulator_state_dir: Path | None = None,
+    outbound_transport: httpx.AsyncBaseTransport | None = None,
+) -> Sandbox:
+    """The service plus the emulator at ``/apple``, as one ASGI app, with nothing global.
+
+    The service reaches "Apple" and the emulator reaches the service's notification endpoint
+    through in-process ASGI transports: no socket is needed, so tests can use it as it is.
+    """
+    from appleconnect.emulator import create_emulator_app
+
+    data_dir = Path(data_dir)
+    holder: dict[str, Any] = {}
+
+    async def combined(scope: Any, receive: Any, send: Any) -> None:
+        await holder["app"](scope, receive, send)
+
+    transport = httpx.ASGITransport(app=combined)
+    emulator_app = create_emulator_app(
+        state_dir=emulator_state_dir or data_dir / "emulator",
+        notification_transport=transport,
+        notification_retry_delays=(0.2, 1.0),
+    )
+    emulator = emulator_app.state.emulator
+    team = emulator.default_team
+    public_url = public_url.rstrip("/")
+    settings = load_settings(
+        data_dir=data_dir,
+        environ={},
+        overrides={
+            "mode": "sandbox",
+            "public_url": public_url,
+            "apple_base_url": public_url + APPLE_PREFIX,
+            "team_id": team.team_id,
+            "key_id": team.key_id,
+            "private_key": Secret(team.private_key_pem),
+            "client_id": team.services_id,
+            "app_ids": (team.app_id,),
+            **(overrides or {}),
+        },
+    )
+    emulator.register_redirect_uri(team.services_id, settings.effective_redirect_uri)
+    emulator.set_notification_url(settings.notification_url)
+    service_app = create_app(
+        settings, apple_transport=transport, outbound_transport=outbound_transport
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(emulator_app.router.lifespan_context(emulator_app))
+            await stack.enter_async_context(service_app.router.lifespan_context(service_app))
+            yield
+
+    app = Starlette(
+        routes=[Mount(APPLE_PREFIX, app=emulator_app), Mount("/", app=service_app)],
+        lifespan=lifespan,
+    )
+    holder["app"] = app
+    return Sandbox(
+        app=app,
+        service_app=service_app,
+        emulator_app=emulator_app,
+        settings=settings,
+        transport=transport,
+    )
+
+
+async def _prepare_db(settings: Settings, known_key: str) -> tuple[str, str]:
+    """Migrate, make a one-time admin login link, and in sandbox mode a demo API key (the
+    known one while it is still valid)."""
+    engine = create_engine(settings)
+    try:
+        await migrate(engine)
+        async with session_factory(engine)() as db:
+            login = await store.create_admin_login(db=db, ttl=settings.admin_login_ttl)
+            demo_key = ""
+            if settings.sandbox:
+                demo_key = known_key
+                if not demo_key or await store.check_api_key(db=db, raw=demo_key) is None:
+                    demo_key = await store.create_api_key(db=db, name="sandbox demo")
+            await db.commit()
+    finally:
+        await engine.dispose()
+    return admin_login_url(settings, login), demo_key
+
+
+def _prepare(settings: Settings) -> tuple[str, str]:
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_file = data_dir / DEMO_KEY_FILE
+    known = key_file.read_text().strip() if key_file.exists() else ""
+    login, demo_key = asyncio.run(_prepare_db(settings, known))
+    if demo_key and demo_key != known:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(demo_key + "\n")
+    return login, demo_key
+
+
+def _has_env_configuration(environ: Mapping[str, str]) -> bool:
+    return any(k.startswith(ENV_PREFIX) for k in environ)
+
+
+def serve(*, host: str, port: int, data_dir: Path, config: Path | None) -> None:
+    """Run ``appleconnect serve``: sandbox mode without configuration, production with it."""
+    import uvicorn
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    public_url = f"http://{shown_host}:{port}"
+    try:
+        if config is None and not _has_env_configuration(os.environ):
+            sandbox = build_sandbox_app(Path(data_dir), public_url=public_url)
+            app: Any = sandbox.app
+            settings = sandbox.settings
+            login, demo_key = _prepare(settings)
+            click.echo(
+                "\n".join(
+                    [
+                        "Apple Connect — sandbox mode (the emulator plays Apple; no Apple "
+                        "account needed)",
+                        f"  demo page        {public_url}/",
+                        f"  REST API         {public_url}/api/  (OpenAPI: "
+                        f"{public_url}/openapi.json)",
+                        f"  emulated Apple   {public_url}{APPLE_PREFIX}/  (control API: "
+                        f"{public_url}{APPLE_PREFIX}/emulator/)",
+                        f"  admin login      {login}  (one-time link)",
+                        f"  demo API key     {demo_key}",
+                        f"  data directory   {Path(data_dir).resolve()}",
+                    ]
+                )
+            )
+        else:
+            settings = load_settings(data_dir=Path(data_dir), config=config)
+            app = create_app(settings)
+            login, demo_key = _prepare(settings)
+            click.echo(f"Apple Connect ({settings.mode} mode) on {settings.public_url}")
+            click.echo(f"  admin login      {login}  (one-time link)")
+            if demo_key:
+                click.echo(f"  demo API key     {demo_key}")
+    except SettingsError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from exc
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)

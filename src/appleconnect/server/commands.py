@@ -1,0 +1,297 @@
+"""The service's ``appleconnect`` sub-commands. ``cli.py`` adds each of :data:`COMMANDS`.
+
+Every command takes the same ``--data-dir`` / ``--config`` as ``serve``, so it works beside a
+running server on the same data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import store
+from .db import DbSession, create_engine, current_revision, migrate, session_factory
+from .settings import Settings, SettingsError, load_settings
+from .signin import close_service, delete_account, open_service
+
+__all__ = ["COMMANDS", "DEFAULT_DATA_DIR"]
+
+DEFAULT_DATA_DIR = Path("appleconnect-data")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def data_options(func: F) -> F:
+    """``--data-dir`` and ``--config``, exactly as ``serve`` takes them."""
+    func = click.option(
+        "--config",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="TOML configuration file (default: sandbox mode, or APPLECONNECT_* variables).",
+    )(func)
+    func = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_DATA_DIR,
+        show_default=True,
+        help="Where the SQLite database and sandbox files live.",
+    )(func)
+    return func
+
+
+def _settings(data_dir: Path, config: Path | None) -> Settings:
+    try:
+        settings = load_settings(data_dir=data_dir, config=config)
+        settings.validate(apple=False)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return settings
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        asyncio.run(coro)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def async_command(func: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        _run(func(*args, **kwargs))
+
+    return wrapper
+
+
+async def _with_db(settings: Settings, body: Callable[[DbSession], Any]) -> Any:
+    engine = create_engine(settings)
+    try:
+        await migrate(engine)
+        async with session_factory(engine)() as db:
+            result = await body(db)
+            await db.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+@click.command("migrate")
+@data_options
+@async_command
+async def migrate_command(data_dir: Path, config: Path | None) -> None:
+    """Apply the database migrations (serve also applies them at start)."""
+    settings = _settings(data_dir, config)
+    engine = create_engine(settings)
+    try:
+        await migrate(engine)
+        click.echo(f"database at revision {await current_revision(engine)}")
+    finally:
+        await engine.dispose()
+
+
+@click.group("apikey")
+def apikey() -> None:
+    """Create, list and revoke API keys for the REST API."""
+
+
+@apikey.command("create")
+@click.option("--name", default="default", show_default=True, help="A label for the key.")
+@data_options
+@async_command
+async def apikey_create(name: str, data_dir: Path, config: Path | None) -> None:
+    """Create an API key and print it (it is shown only this once)."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise click.BadParameter("give a name of 1 to 100 characters", param_hint="--name")
+    settings = _settings(data_dir, config)
+    raw = await _with_db(settings, lambda db: store.create_api_key(db=db, name=name))
+    click.echo(raw)
+
+
+@apikey.command("list")
+@data_options
+@async_command
+async def apikey_list(data_dir: Path, config: Path | None) -> None:
+    """List API keys (names and prefixes; the keys themselves are not stored)."""
+    settings = _settings(data_dir, config)
+    keys = await _with_db(settings, lambda db: store.list_api_keys(db=db))
+    for key in keys:
+        status = "revoked" if key.revoked_at else "active"
+        used = key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "never"
+        click.echo(
+            f"{key.id}\t{key.name}\t{key.prefix}…\t{status}\t"
+            f"created {key.created_at.isoformat(timespec='seconds')}\tlast used {used}"
+        )
+
+
+@apikey.command("revoke")
+@click.argument("key_id", type=int)
+@data_options
+@async_command
+async def apikey_revoke(key_id: int, data_dir: Path, config: Path | None) -> None:
+    """Revoke the API key with id KEY_ID (see `apikey list`)."""
+    settings = _settings(data_dir, config)
+    done = await _with_db(settings, lambda db: store.revoke_api_key(db=db, key_id=key_id))
+    if not done:
+        raise click.ClickException(f"no active API key has id {key_id}")
+    click.echo(f"revoked API key {key_id}")
+
+
+def _user_json(user: Any) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "sub": user.sub,
+        "transfer_sub": user.transfer_sub,
+        "email": user.email,
+        "is_private_email": user.is_private_email,
+        "email_forwarding": user.email_forwarding,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "role": user.role,
+        "created": user.created_at.isoformat(),
+        "last_sign_in": user.last_sign_in_at.isoformat() if user.last_sign_in_at else None,
+    }
+
+
+@click.group("users")
+def users() -> None:
+    """List, show, delete and migrate users."""
+
+
+@users.command("list")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@data_options
+@async_command
+async def users_list(limit: int, data_dir: Path, config: Path | None) -> None:
+    """List users, one per line."""
+    settings = _settings(data_dir, config)
+    rows = await _with_db(settings, lambda db: store.list_users(db=db, limit=limit))
+    for user in rows:
+        click.echo(f"{user.id}\t{user.sub}\t{user.email or '-'}\t{user.role}")
+
+
+@users.command("show")
+@click.argument("ref")
+@data_options
+@async_command
+async def users_show(ref: str, data_dir: Path, config: Path | None) -> None:
+    """Show one user (REF: id, Apple sub, transfer_sub or email) as JSON."""
+    settings = _settings(data_dir, config)
+    user = await _with_db(settings, lambda db: store.find_user(db=db, ref=ref))
+    if user is None:
+        raise click.ClickException(f"no user matches {ref!r}")
+    click.echo(json.dumps(_user_json(user), indent=2))
+
+
+@users.command("delete")
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_options
+@async_command
+async def users_delete(ref: str, yes: bool, data_dir: Path, config: Path | None) -> None:
+    """Revoke the user's Apple tokens and delete their data."""
+    settings = _settings(data_dir, config)
+    user = await _with_db(settings, lambda db: store.find_user(db=db, ref=ref))
+    if user is None:
+        raise click.ClickException(f"no user matches {ref!r}")
+    if not yes:
+        click.confirm(f"Delete user {user.id} ({user.email or user.sub})?", abort=True)
+    try:
+        settings.validate()
+    except SettingsError:
+        # Without Apple credentials (sandbox data read by the CLI) nothing can be revoked.
+        async def delete_only(db: DbSession) -> None:
+            await store.delete_user_data(db=db, user=user)
+            await store.audit(
+                db=db,
+                event="user.deleted",
+                actor="cli",
+                sub=user.sub,
+                detail={"revoked": [], "note": "no Apple credentials configured"},
+            )
+
+        await _with_db(settings, delete_only)
+        click.echo(f"deleted user {user.id}; tokens NOT revoked at Apple (no credentials)")
+        return
+    service = await open_service(settings)
+    try:
+        report = await delete_account(service=service, user_id=user.id, actor="cli")
+    finally:
+        await close_service(service)
+    click.echo(
+        f"deleted user {user.id}; revoked at Apple for {report.revoked or 'nothing'}"
+        + (f"; revocation FAILED for {report.revoke_failed}" if report.revoke_failed else "")
+    )
+
+
+@users.command("migrate")
+@click.argument("direction", type=click.Choice(["export", "import"]))
+@click.option("--target-team-id", default=None, help="export: the recipient team's Team ID.")
+@data_options
+@async_command
+async def users_migrate(
+    direction: str, target_team_id: str | None, data_dir: Path, config: Path | None
+) -> None:
+    """App transfer: `export` stores each user's transfer_sub for the recipient team (run by
+    the sending team); `import` swaps each transfer_sub for the new team's sub (run by the
+    recipient team, within Apple's 60-day window)."""
+    settings = load_settings(data_dir=data_dir, config=config)
+    if direction == "export" and not target_team_id:
+        raise click.BadParameter("export needs --target-team-id", param_hint="--target-team-id")
+    settings.validate()
+    service = await open_service(settings)
+    client = service.apple.client(settings.client_id)
+    done = failed = 0
+    try:
+        async with service.sessions() as db:
+            for user in await store.list_users(db=db, limit=1_000_000):
+                try:
+                    if direction == "export":
+                        assert target_team_id is not None
+                        user.transfer_sub = await client.transfer_sub_for(user.sub, target_team_id)
+                    elif user.transfer_sub:
+                        info = await client.sub_for_transfer(user.transfer_sub)
+                        user.sub = info.sub
+                        if info.email:
+                            user.email = info.email
+                    else:
+                        continue
+                except Exception as exc:
+                    failed += 1
+                    click.echo(f"user {user.id}: {exc}", err=True)
+                    continue
+                done += 1
+                await db.commit()
+    finally:
+        await close_service(service)
+    click.echo(f"{direction}: {done} users migrated, {failed} failed")
+
+
+@click.group("admin")
+def admin() -> None:
+    """Administration helpers."""
+
+
+@admin.command("login-link")
+@data_options
+@async_command
+async def admin_login_link(data_dir: Path, config: Path | None) -> None:
+    """Print a one-time link that signs in to the admin panel."""
+    settings = _settings(data_dir, config)
+    raw = await _with_db(
+        settings, lambda db: store.create_admin_login(db=db, ttl=settings.admin_login_ttl)
+    )
+    click.echo(admin_login_url(settings, raw))
+
+
+def admin_login_url(settings: Settings, raw: str) -> str:
+    return f"{settings.public_url.rstrip('/')}/admin/login?token={raw}"
+
+
+COMMANDS: list[click.Command] = [migrate_command, apikey, users, admin]
+"""Add each to the ``appleconnect`` group: ``for c in COMMANDS: cli.add_command(c)``."""

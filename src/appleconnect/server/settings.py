@@ -1,0 +1,350 @@
+"""The service's settings: one frozen object, read once at the edge.
+
+Sources, later ones winning: built-in defaults, a TOML file (``--config``), environment variables
+``APPLECONNECT_<NAME>``. The composition root (``appleconnect serve`` / ``sandbox.py``) may add
+overrides on top. Nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from appleconnect._constants import APPLE_BASE_URL
+
+__all__ = [
+    "ENV_PREFIX",
+    "Secret",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "redirect_uri_problem",
+]
+
+ENV_PREFIX = "APPLECONNECT_"
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class SettingsError(ValueError):
+    """Raised when the configuration is invalid; the message says which setting and why."""
+
+
+class Secret:
+    """A string whose ``repr`` is masked, so that settings can be logged safely."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+Mode = Literal["sandbox", "production"]
+SmtpSecurity = Literal["none", "starttls", "tls"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of the service. ``docs/service.md`` documents each one.
+
+    The environment variable of a field is ``APPLECONNECT_`` plus its upper-cased name; list
+    fields take comma-separated values there.
+    """
+
+    mode: Mode = "production"
+    data_dir: Path = Path("appleconnect-data")
+    database_url: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+
+    # Apple.
+    apple_base_url: str = APPLE_BASE_URL
+    team_id: str = ""
+    key_id: str = ""
+    private_key: Secret = field(default_factory=lambda: Secret(""))
+    private_key_file: str = ""
+    client_secret: Secret = field(default_factory=lambda: Secret(""))
+    client_id: str = ""
+    app_ids: tuple[str, ...] = ()
+    redirect_uri: str = ""
+    app_redirect_uris: tuple[str, ...] = ()
+    forward_uris: tuple[str, ...] = ()
+    scope: str = "name email"
+    leeway_seconds: int = 60
+    refresh_validation_interval: int = 86_400
+
+    # Secrets at rest.
+    encryption_key: Secret = field(default_factory=lambda: Secret(""))
+
+    # Sessions and sign-in requests.
+    session_ttl: int = 30 * 86_400
+    auth_request_ttl: int = 600
+    cookie_name: str = "appleconnect_session"
+    admin_login_ttl: int = 900
+
+    # Accounts.
+    roles: tuple[str, ...] = ("subscriber", "administrator")
+    default_role: str = "subscriber"
+
+    # Mail.
+    welcome_email: bool = False
+    mail_from: str = ""
+    welcome_subject: str = "Welcome"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: SmtpSecurity = "starttls"
+    smtp_username: str = ""
+    smtp_password: Secret = field(default_factory=lambda: Secret(""))
+    smtp_timeout: float = 10.0
+
+    # Limits.
+    max_body_bytes: int = 65_536
+
+    @property
+    def sandbox(self) -> bool:
+        return self.mode == "sandbox"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'appleconnect.db').resolve()}"
+
+    @property
+    def effective_redirect_uri(self) -> str:
+        return self.redirect_uri or f"{self.public_url.rstrip('/')}/auth/apple/callback"
+
+    @property
+    def notification_url(self) -> str:
+        return f"{self.public_url.rstrip('/')}/auth/apple/notifications"
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        """Every client id whose tokens this service accepts (the aud allow-list)."""
+        return tuple(dict.fromkeys((self.client_id, *self.app_ids)))
+
+    @property
+    def cookie_secure(self) -> bool:
+        return not self.sandbox
+
+    def private_key_pem(self) -> str:
+        """The .p8 key: the setting itself, or the file it names."""
+        if self.private_key:
+            return self.private_key.get()
+        if self.private_key_file:
+            path = Path(self.private_key_file)
+            try:
+                return path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise SettingsError(
+                    f"private_key_file: cannot read {path}: {exc.strerror}."
+                ) from exc
+        return ""
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self, *, apple: bool = True) -> None:
+        """Raise :class:`SettingsError` naming the first setting that is wrong.
+
+        ``apple=False`` skips the Apple credentials, for commands that only touch the database.
+        """
+        if self.mode not in ("sandbox", "production"):
+            raise SettingsError("mode: must be 'sandbox' or 'production'.")
+        if not self.roles:
+            raise SettingsError("roles: give at least one role.")
+        if self.default_role not in self.roles:
+            raise SettingsError(
+                f"default_role: {self.default_role!r} is not one of roles {list(self.roles)}."
+            )
+        if self.smtp_security not in ("none", "starttls", "tls"):
+            raise SettingsError("smtp_security: must be 'none', 'starttls' or 'tls'.")
+        for name in ("session_ttl", "auth_request_ttl", "admin_login_ttl", "max_body_bytes"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name}: must be a positive number.")
+        if apple and not self.client_id:
+            raise SettingsError("client_id: set the Services ID used for web sign-in.")
+        if apple and not (self.client_secret or (self.team_id and self.key_id)):
+            raise SettingsError(
+                "team_id/key_id/private_key: set them so the client secret is minted, "
+                "or set client_secret to a secret made by hand."
+            )
+        if apple and self.team_id and not self.client_secret and not self.private_key_pem():
+            raise SettingsError("private_key: set the .p8 key or private_key_file.")
+        url = urlsplit(self.public_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SettingsError("public_url: must be an absolute http(s) URL.")
+        if self.welcome_email and not self.mail_from:
+            raise SettingsError("mail_from: required when welcome_email is on.")
+        if self.sandbox:
+            return
+        # Production: refuse the relaxations that only sandbox mode may have.
+        if not self.encryption_key:
+            raise SettingsError(
+                "encryption_key: production mode needs a key to encrypt secrets at rest; "
+                "generate one with `python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`."
+            )
+        if url.scheme != "https":
+            raise SettingsError("public_url: production mode requires https.")
+        for name, uris in (
+            ("redirect_uri", (self.effective_redirect_uri,)),
+            ("app_redirect_uris", self.app_redirect_uris),
+        ):
+            for uri in uris:
+                problem = redirect_uri_problem(uri)
+                if problem:
+                    raise SettingsError(f"{name}: {uri!r} {problem}")
+        for uri in self.forward_uris:
+            if urlsplit(uri).scheme != "https":
+                raise SettingsError(f"forward_uris: {uri!r} must use https in production mode.")
+        if self.smtp_host and self.smtp_security == "none":
+            raise SettingsError("smtp_security: production mode refuses unencrypted SMTP.")
+
+
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why Apple would reject ``uri`` as a redirect URI, or ``None`` when it is acceptable."""
+    parts = urlsplit(uri)
+    if parts.scheme != "https":
+        return "must use https (Apple rejects other schemes)."
+    host = parts.hostname or ""
+    if not host:
+        return "has no host name."
+    if parts.fragment or "#" in uri:
+        return "must not contain a fragment (#)."
+    if host == "localhost" or host.endswith(".localhost"):
+        return "must not be localhost (Apple rejects it)."
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return "must use a domain name, not an IP address (Apple rejects it)."
+    if "." not in host:
+        return "must use a fully qualified domain name."
+    return None
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: object) -> Any:
+    """Turn a TOML or environment value into the field's type, or raise SettingsError."""
+    default = Settings.__dataclass_fields__[name].default
+    kind = _FIELDS[name].type
+    try:
+        if name in ("private_key", "client_secret", "encryption_key", "smtp_password"):
+            if not isinstance(value, str):
+                raise TypeError
+            return Secret(value)
+        if name == "data_dir":
+            if not isinstance(value, str | Path):
+                raise TypeError
+            return Path(value)
+        if kind == "tuple[str, ...]":
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise TypeError
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise TypeError
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)  # type: ignore[call-overload]
+        if isinstance(default, float):
+            return float(value)  # type: ignore[arg-type]
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name}: {value!r} is not a valid value ({kind}).") from None
+
+
+def load_settings(
+    *,
+    data_dir: Path | None = None,
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from a TOML file, the environment and overrides, and validate.
+
+    With neither a config file nor any ``APPLECONNECT_*`` variable, ``mode`` defaults to
+    ``sandbox``; otherwise to ``production``.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if config is not None:
+        try:
+            raw = config.read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"config: cannot read {config}: {exc.strerror}.") from exc
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise SettingsError(f"config: {config} is larger than {MAX_CONFIG_BYTES} bytes.")
+        try:
+            table = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"config: {config} is not valid TOML: {exc}.") from exc
+        for key, value in _flatten(table).items():
+            if key not in _FIELDS:
+                raise SettingsError(f"config: unknown setting {key!r} in {config}.")
+            values[key] = _coerce(key, value)
+    env_seen = False
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in _FIELDS:
+            raise SettingsError(f"{key}: unknown setting (see docs/service.md).")
+        env_seen = True
+        values[name] = _coerce(name, value)
+    if "mode" not in values:
+        values["mode"] = "production" if (config is not None or env_seen) else "sandbox"
+    if data_dir is not None:
+        values["data_dir"] = Path(data_dir)
+    for key, value in (overrides or {}).items():
+        if key not in _FIELDS:
+            raise SettingsError(f"{key}: unknown setting.")
+        values[key] = value
+    return Settings(**values)
+
+
+def _flatten(table: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept both flat keys and one level of sections (``[smtp] host`` → ``smtp_host``)."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                name = sub if key == "service" else f"{key}_{sub}"
+                flat[name] = inner
+        else:
+            flat[key] = value
+    return flat

@@ -1,0 +1,455 @@
+"""The sign-in pipeline shared by the web flow and ``apple_connect``, and the account lifecycle.
+
+Order matters (field notes P3, P16): the first-login name is saved before anything that can
+fail; the code is exchanged once (one call to Apple); the id_token is verified; only then are
+the user, the encrypted refresh token and the session written, in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from appleconnect import (
+    AppleConnectError,
+    AppleError,
+    AppleUnavailable,
+    IdentityToken,
+    InvalidGrant,
+    InvalidIdentityToken,
+    InvalidNotification,
+    InvalidRequest,
+    Notification,
+)
+
+from . import store
+from .apple import AppleGateway, TokenResult
+from .db import DbSession, create_engine, migrate, session_factory
+from .errors import ServiceError
+from .mail import deliver_pending, queue_welcome
+from .models import User, utcnow
+from .security import Encryptor, load_encryptor
+from .settings import Settings
+
+log = logging.getLogger("appleconnect.server")
+
+
+@dataclass
+class Service:
+    """What the routes need, built once per app by the lifespan."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[DbSession]
+    apple: AppleGateway
+    encryptor: Encryptor
+    outbound: httpx.AsyncClient
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+async def open_service(
+    settings: Settings,
+    *,
+    apple_transport: httpx.AsyncBaseTransport | None = None,
+    outbound_transport: httpx.AsyncBaseTransport | None = None,
+    migrate_on_start: bool = True,
+) -> Service:
+    """Open the database (migrating it), the key, and the clients; close with close_service."""
+    engine = create_engine(settings)
+    try:
+        if migrate_on_start:
+            await migrate(engine)
+        sessions = session_factory(engine)
+        encryptor = load_encryptor(settings)
+        private_key = settings.private_key_pem()
+        if not private_key and not settings.client_secret:
+            async with sessions() as db:
+                private_key = (
+                    await store.load_setting(db=db, encryptor=encryptor, key="private_key") or ""
+                )
+        gateway = AppleGateway(settings, private_key_pem=private_key, transport=apple_transport)
+    except BaseException:
+        await engine.dispose()
+        raise
+    outbound = httpx.AsyncClient(transport=outbound_transport, timeout=10.0)
+    service = Service(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        apple=gateway,
+        encryptor=encryptor,
+        outbound=outbound,
+    )
+    async with sessions() as db:
+        await store.purge_expired(db=db)
+        await db.commit()
+    return service
+
+
+async def close_service(service: Service) -> None:
+    for task in list(service.background):
+        task.cancel()
+    await service.outbound.aclose()
+    await service.apple.aclose()
+    await service.engine.dispose()
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    user: User
+    created: bool
+    session_token: str | None
+    claims: Mapping[str, Any]
+    token: TokenResult | None
+
+
+def unverified_claims(id_token: str | None) -> dict[str, Any]:
+    """The payload of a JWT *without* verification: only to pick a client id or key a name."""
+    if not id_token or len(id_token) > 16_384:
+        return {}
+    parts = id_token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _identity(token: IdentityToken) -> store.Identity:
+    return store.Identity(
+        sub=token.sub,
+        email=token.email,
+        email_verified=bool(token.email_verified),
+        is_private_email=bool(token.is_private_email),
+        transfer_sub=token.transfer_sub,
+        claims=dict(token.claims),
+    )
+
+
+def apple_failure(exc: AppleConnectError, *, during: str) -> ServiceError:
+    """Map a library error to what the caller sees; Apple's detail goes to the log only."""
+    log.warning("Apple %s failed: %s", during, exc)
+    if isinstance(exc, InvalidGrant):
+        return ServiceError(
+            "invalid_grant",
+            "The authorization code or token is invalid, expired or already used.",
+            status=400,
+        )
+    if isinstance(exc, InvalidIdentityToken):
+        return ServiceError(
+            "invalid_id_token", "The identity token could not be verified.", status=401
+        )
+    if isinstance(exc, AppleUnavailable):
+        return ServiceError(
+            "apple_unavailable", "Apple could not be reached; try again later.", status=503
+        )
+    if isinstance(exc, InvalidRequest) and during == "refresh":
+        return ServiceError(
+            "invalid_grant", "The refresh token was revoked or is no longer valid.", status=400
+        )
+    if isinstance(exc, AppleError):
+        return ServiceError(
+            "apple_configuration",
+            "Apple refused this service's credentials; the operator has been told why.",
+            status=502,
+        )
+    return ServiceError("apple_error", "Sign in with Apple failed.", status=502)
+
+
+async def save_first_login_name(
+    *, service: Service, id_token_hint: str | None, first_name: str | None, last_name: str | None
+) -> None:
+    """Persist the first-login name keyed by the (not yet verified) ``sub``, committed now.
+
+    It is applied only when a verified token for that ``sub`` completes a sign-in and the
+    account has no name yet, so a forged value can at worst name a brand-new account.
+    """
+    sub = unverified_claims(id_token_hint).get("sub")
+    if not isinstance(sub, str) or not sub or len(sub) > 255 or not (first_name or last_name):
+        return
+    async with service.sessions() as db:
+        await store.save_pending_name(db=db, sub=sub, first_name=first_name, last_name=last_name)
+        await db.commit()
+
+
+async def sign_in_with_code(
+    *,
+    service: Service,
+    code: str,
+    client_id: str,
+    redirect_uri: str | None,
+    nonce: str | None,
+    id_token_hint: str | None,
+    first_name: str | None,
+    last_name: str | None,
+    open_session: bool,
+) -> SignInResult:
+    await save_first_login_name(
+        service=service, id_token_hint=id_token_hint, first_name=first_name, last_name=last_name
+    )
+    try:
+        token = await service.apple.exchange_code(
+            client_id=client_id, code=code, redirect_uri=redirect_uri
+        )
+    except AppleConnectError as exc:
+        raise apple_failure(exc, during="code exchange") from exc
+    if not token.id_token:
+        raise ServiceError("apple_error", "Apple returned no identity token.", status=502)
+    try:
+        if id_token_hint is not None:
+            # A native app's nonce is in the token it got from Apple directly; the exchanged
+            # token must then belong to the same user.
+            hinted = await service.apple.verify(id_token_hint, nonce=nonce)
+            verified = await service.apple.verify(
+                token.id_token, nonce=None, access_token=token.access_token
+            )
+            if hinted.sub != verified.sub:
+                raise ServiceError(
+                    "invalid_id_token",
+                    "The id_token does not belong to the user of the code.",
+                    status=401,
+                    field="id_token",
+                )
+        else:
+            verified = await service.apple.verify(
+                token.id_token, nonce=nonce, access_token=token.access_token
+            )
+    except AppleConnectError as exc:
+        raise apple_failure(exc, during="id_token verification") from exc
+    return await _record_sign_in(
+        service=service,
+        verified=verified,
+        client_id=client_id,
+        refresh_token=token.refresh_token,
+        token=token,
+        first_name=first_name,
+        last_name=last_name,
+        open_session=open_session,
+        how="code",
+    )
+
+
+async def _record_sign_in(
+    *,
+    service: Service,
+    verified: IdentityToken,
+    client_id: str,
+    refresh_token: str | None,
+    token: TokenResult | None,
+    first_name: str | None,
+    last_name: str | None,
+    open_session: bool,
+    how: str,
+) -> SignInResult:
+    settings = service.settings
+    async with service.sessions() as db:
+        user, created = await store.upsert_user(
+            db=db,
+            identity=_identity(verified),
+            client_id=client_id,
+            default_role=settings.default_role,
+            first_name=first_name,
+            last_name=last_name,
+        )
+        if refresh_token:
+            await store.store_refresh_token(
+                db=db,
+                encryptor=service.encryptor,
+                user_id=user.id,
+                client_id=client_id,
+                refresh_token=refresh_token,
+            )
+        session_token = None
+        if open_session:
+            session_token = await store.create_session(
+                db=db, user_id=user.id, ttl=settings.session_ttl
+            )
+        await store.audit(
+            db=db,
+            event="user.created" if created else "user.signed_in",
+            actor="apple",
+            sub=user.sub,
+            detail={"client_id": client_id, "via": how},
+        )
+        mail = queue_welcome(db=db, settings=settings, user=user) if created else None
+        await db.commit()
+    if mail is not None and settings.smtp_host:
+        service.spawn(deliver_pending(sessions=service.sessions, settings=settings))
+    return SignInResult(
+        user=user,
+        created=created,
+        session_token=session_token,
+        claims=dict(verified.claims),
+        token=token,
+    )
+
+
+async def sign_in_with_refresh_token(*, service: Service, refresh_token: str) -> SignInResult:
+    """Validate a stored refresh token with Apple, at most once per interval, and open a session.
+
+    Apple throttles validation more often than once a day (docs/apple-rest-api.md, 2.3), so
+    within ``refresh_validation_interval`` the last validation is trusted without a call.
+    """
+    settings = service.settings
+    async with service.sessions() as db:
+        stored = await store.find_refresh_token(db=db, refresh_token=refresh_token)
+        if stored is None:
+            raise ServiceError(
+                "invalid_refresh_token",
+                "The refresh token is not known to this service.",
+                status=401,
+                field="refresh_token",
+            )
+        user = await db.get(User, stored.user_id)
+        assert user is not None
+        fresh = utcnow() - stored.validated_at < timedelta(
+            seconds=settings.refresh_validation_interval
+        )
+        if fresh:
+            session_token = await store.create_session(
+                db=db, user_id=user.id, ttl=settings.session_ttl
+            )
+            user.last_sign_in_at = utcnow()
+            await store.audit(
+                db=db, event="user.signed_in", actor="apple", sub=user.sub, detail={"via": "cache"}
+            )
+            await db.commit()
+            claims = json.loads(user.last_claims) if user.last_claims else {}
+            return SignInResult(
+                user=user, created=False, session_token=session_token, claims=claims, token=None
+            )
+        client_id, user_id, user_sub = stored.client_id, user.id, user.sub
+    try:
+        token = await service.apple.refresh(client_id=client_id, refresh_token=refresh_token)
+        if not token.id_token:
+            raise ServiceError("apple_error", "Apple returned no identity token.", status=502)
+        verified = await service.apple.verify(
+            token.id_token, nonce=None, access_token=token.access_token
+        )
+    except (InvalidGrant, InvalidRequest) as exc:
+        # Revoked or invalid at Apple: the stored token is useless, and so are the sessions.
+        async with service.sessions() as db:
+            await store.drop_apple_tokens(db=db, user_id=user_id)
+            await store.end_user_sessions(db=db, user_id=user_id)
+            await store.audit(
+                db=db,
+                event="apple.refresh_rejected",
+                actor="apple",
+                sub=user_sub,
+                detail={"error": exc.error},
+            )
+            await db.commit()
+        raise apple_failure(exc, during="refresh") from exc
+    except AppleConnectError as exc:
+        raise apple_failure(exc, during="refresh") from exc
+    if verified.sub != user_sub:
+        raise ServiceError("invalid_id_token", "Apple's token names another user.", status=401)
+    return await _record_sign_in(
+        service=service,
+        verified=verified,
+        client_id=client_id,
+        refresh_token=refresh_token,
+        token=token,
+        first_name=None,
+        last_name=None,
+        open_session=True,
+        how="refresh_token",
+    )
+
+
+@dataclass(frozen=True)
+class DeletionReport:
+    revoked: list[str]
+    revoke_failed: list[str]
+    sessions_ended: int
+
+
+async def delete_account(*, service: Service, user_id: int, actor: str) -> DeletionReport:
+    """Revoke the user's Apple tokens, then delete their data, and record both (P12)."""
+    async with service.sessions() as db:
+        user = await db.get(User, user_id)
+        if user is None:
+            raise ServiceError("not_found", "The account does not exist.", status=404)
+        tokens = await store.user_refresh_tokens(
+            db=db, encryptor=service.encryptor, user_id=user.id
+        )
+        sub = user.sub
+    revoked: list[str] = []
+    failed: list[str] = []
+    for client_id, refresh_token in tokens:
+        try:
+            await service.apple.revoke(client_id=client_id, refresh_token=refresh_token)
+        except (AppleConnectError, KeyError) as exc:
+            log.warning("revoking the token of %s for %s failed: %s", sub, client_id, exc)
+            failed.append(client_id)
+        else:
+            revoked.append(client_id)
+    async with service.sessions() as db:
+        user = await db.get(User, user_id)
+        ended = 0
+        if user is not None:
+            ended = await store.end_user_sessions(db=db, user_id=user_id)
+            await store.delete_user_data(db=db, user=user)
+        await store.audit(
+            db=db,
+            event="user.deleted",
+            actor=actor,
+            sub=sub,
+            detail={"revoked": revoked, "revoke_failed": failed},
+        )
+        await db.commit()
+    return DeletionReport(revoked=revoked, revoke_failed=failed, sessions_ended=ended)
+
+
+async def handle_notification(*, service: Service, body: bytes) -> tuple[str, bool]:
+    """Verify, de-duplicate and apply a server-to-server notification.
+
+    Returns ``(type, applied)``; ``applied`` is ``False`` for a duplicate ``jti``.
+    """
+    try:
+        note: Notification = await service.apple.parse_notification(body)
+    except InvalidNotification as exc:
+        log.warning("rejected a notification: %s (%s)", exc, exc.reason)
+        raise ServiceError(
+            "invalid_notification", "The notification could not be verified.", status=400
+        ) from exc
+    except AppleConnectError as exc:
+        raise apple_failure(exc, during="notification verification") from exc
+    async with service.sessions() as db:
+        if not await store.first_sight_of_jti(db=db, jti=note.jti):
+            await db.rollback()
+            return note.type, False
+        user = await store.user_by_sub(db=db, sub=note.sub)
+        detail: dict[str, Any] = {"jti": note.jti, "user_known": user is not None}
+        if user is not None:
+            if note.type == Notification.EMAIL_DISABLED:
+                user.email_forwarding = False
+            elif note.type == Notification.EMAIL_ENABLED:
+                user.email_forwarding = True
+            elif note.type == Notification.CONSENT_REVOKED:
+                detail["sessions_ended"] = await store.end_user_sessions(db=db, user_id=user.id)
+                detail["tokens_dropped"] = await store.drop_apple_tokens(db=db, user_id=user.id)
+            elif note.type == Notification.ACCOUNT_DELETED:
+                await store.delete_user_data(db=db, user=user)
+        await store.audit(
+            db=db, event=f"apple.{note.type}", actor="apple", sub=note.sub, detail=detail
+        )
+        await db.commit()
+    return note.type, True

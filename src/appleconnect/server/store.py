@@ -1,0 +1,528 @@
+"""Keyword-only data functions over the database. Route handlers stay thin by calling these.
+
+Every function takes the database session as ``db`` and leaves committing to the caller, unless
+its docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .db import DbSession
+from .models import (
+    AdminLoginToken,
+    ApiKey,
+    AppleToken,
+    AuditEvent,
+    AuthRequest,
+    NotificationSeen,
+    OutboxMail,
+    PendingName,
+    Session,
+    SettingValue,
+    User,
+    utcnow,
+)
+from .security import (
+    API_KEY_PREFIX,
+    HANDOFF_PREFIX,
+    LOGIN_PREFIX,
+    SESSION_PREFIX,
+    Encryptor,
+    constant_time_equal,
+    hash_token,
+    new_token,
+)
+
+MAX_TOKEN_LENGTH = 200
+_LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+async def create_api_key(*, db: DbSession, name: str, now: datetime | None = None) -> str:
+    """Create an API key and return it; only its hash is stored, so it is shown once."""
+    raw = new_token(API_KEY_PREFIX)
+    db.add(
+        ApiKey(
+            name=name,
+            key_hash=hash_token(raw),
+            prefix=raw[:12],
+            created_at=now or utcnow(),
+        )
+    )
+    await db.flush()
+    return raw
+
+
+async def list_api_keys(*, db: DbSession) -> Sequence[ApiKey]:
+    return (await db.scalars(select(ApiKey).order_by(ApiKey.id))).all()
+
+
+async def revoke_api_key(*, db: DbSession, key_id: int, now: datetime | None = None) -> bool:
+    result = await db.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def check_api_key(*, db: DbSession, raw: str, now: datetime | None = None) -> ApiKey | None:
+    """The active key matching ``raw``, with its last-used time refreshed, or ``None``."""
+    if not raw or len(raw) > MAX_TOKEN_LENGTH:
+        return None
+    digest = hash_token(raw)
+    key = await db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if key is None or key.revoked_at is not None:
+        return None
+    if not constant_time_equal(key.key_hash, digest):  # pragma: no cover - defence in depth
+        return None
+    now = now or utcnow()
+    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
+        key.last_used_at = now
+    return key
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+async def create_session(
+    *, db: DbSession, user_id: int, ttl: int, now: datetime | None = None
+) -> str:
+    now = now or utcnow()
+    raw = new_token(SESSION_PREFIX)
+    db.add(
+        Session(
+            token_hash=hash_token(raw),
+            user_id=user_id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+        )
+    )
+    await db.flush()
+    return raw
+
+
+async def session_user(*, db: DbSession, raw: str, now: datetime | None = None) -> User | None:
+    """The user of a live session, or ``None`` for an unknown, expired or revoked token."""
+    if not raw or len(raw) > MAX_TOKEN_LENGTH:
+        return None
+    digest = hash_token(raw)
+    row = (
+        await db.execute(
+            select(Session, User)
+            .join(User, User.id == Session.user_id)
+            .where(Session.token_hash == digest)
+        )
+    ).first()
+    if row is None:
+        return None
+    session, user = row
+    if not constant_time_equal(session.token_hash, digest):  # pragma: no cover
+        return None
+    if session.expires_at <= (now or utcnow()):
+        return None
+    return user
+
+
+async def end_session(*, db: DbSession, raw: str) -> bool:
+    result = await db.execute(delete(Session).where(Session.token_hash == hash_token(raw)))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def end_user_sessions(*, db: DbSession, user_id: int) -> int:
+    result = await db.execute(delete(Session).where(Session.user_id == user_id))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- sign-in requests -------------------------------------------------------------------------
+
+
+class StateError(Exception):
+    """The ``state`` of a callback or ``apple_connect`` call is unusable; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason  # "unknown", "used" or "expired"
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class NewAuthRequest:
+    state: str
+    nonce: str
+
+
+async def create_auth_request(
+    *,
+    db: DbSession,
+    kind: str,
+    client_id: str,
+    redirect_uri: str,
+    next_path: str,
+    ttl: int,
+    now: datetime | None = None,
+) -> NewAuthRequest:
+    now = now or utcnow()
+    state = secrets.token_urlsafe(32)
+    nonce = secrets.token_urlsafe(32)
+    db.add(
+        AuthRequest(
+            state_hash=hash_token(state),
+            kind=kind,
+            nonce=nonce,
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            next_path=next_path,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+        )
+    )
+    await db.flush()
+    return NewAuthRequest(state=state, nonce=nonce)
+
+
+async def peek_auth_request(*, db: DbSession, state: str) -> AuthRequest | None:
+    if not state or len(state) > MAX_TOKEN_LENGTH:
+        return None
+    return await db.scalar(select(AuthRequest).where(AuthRequest.state_hash == hash_token(state)))
+
+
+async def consume_auth_request(
+    *, db: DbSession, state: str, kind: str, now: datetime | None = None
+) -> AuthRequest:
+    """Mark the request of ``state`` used and return it; single use, even across processes.
+
+    The conditional UPDATE is the lock: of two callbacks racing with one state, one wins.
+    """
+    now = now or utcnow()
+    if not state or len(state) > MAX_TOKEN_LENGTH:
+        raise StateError("unknown")
+    digest = hash_token(state)
+    result = await db.execute(
+        update(AuthRequest)
+        .where(
+            AuthRequest.state_hash == digest,
+            AuthRequest.kind == kind,
+            AuthRequest.used_at.is_(None),
+            AuthRequest.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    request = await db.scalar(
+        select(AuthRequest)
+        .where(AuthRequest.state_hash == digest)
+        .execution_options(populate_existing=True)
+    )
+    if request is None or request.kind != kind:
+        raise StateError("unknown")
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StateError("expired" if request.used_at is None else "used")
+    return request
+
+
+async def set_handoff(*, db: DbSession, request: AuthRequest, user_id: int) -> str:
+    """Attach a one-time token that the GET finishing a web sign-in exchanges for a session."""
+    raw = new_token(HANDOFF_PREFIX)
+    request.handoff_hash = hash_token(raw)
+    request.user_id = user_id
+    await db.flush()
+    return raw
+
+
+async def consume_handoff(
+    *, db: DbSession, raw: str, max_age: int, now: datetime | None = None
+) -> AuthRequest | None:
+    now = now or utcnow()
+    if not raw or len(raw) > MAX_TOKEN_LENGTH:
+        return None
+    digest = hash_token(raw)
+    result = await db.execute(
+        update(AuthRequest)
+        .where(
+            AuthRequest.handoff_hash == digest,
+            AuthRequest.handoff_used_at.is_(None),
+            AuthRequest.used_at > now - timedelta(seconds=max_age),
+        )
+        .values(handoff_used_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return await db.scalar(select(AuthRequest).where(AuthRequest.handoff_hash == digest))
+
+
+async def purge_expired(*, db: DbSession, now: datetime | None = None) -> None:
+    """Delete expired sign-in requests, sessions and login links (housekeeping)."""
+    now = now or utcnow()
+    day = timedelta(days=1)
+    await db.execute(delete(AuthRequest).where(AuthRequest.expires_at < now - day))
+    await db.execute(delete(Session).where(Session.expires_at < now))
+    await db.execute(delete(AdminLoginToken).where(AdminLoginToken.expires_at < now - day))
+    await db.execute(delete(PendingName).where(PendingName.created_at < now - 7 * day))
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+def _insert(db: DbSession, table: Any) -> Any:
+    dialect = db.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+async def save_pending_name(
+    *, db: DbSession, sub: str, first_name: str | None, last_name: str | None
+) -> None:
+    """Keep the first-login name by ``sub`` until the sign-in completes (upsert, non-empty)."""
+    if not (first_name or last_name):
+        return
+    stmt = _insert(db, PendingName).values(
+        sub=sub, first_name=first_name, last_name=last_name, created_at=utcnow()
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["sub"],
+        set_={"first_name": first_name, "last_name": last_name, "created_at": utcnow()},
+    )
+    await db.execute(stmt)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the service keeps from a verified identity token."""
+
+    sub: str
+    email: str | None
+    email_verified: bool
+    is_private_email: bool
+    transfer_sub: str | None
+    claims: Mapping[str, Any]
+
+
+async def upsert_user(
+    *,
+    db: DbSession,
+    identity: Identity,
+    client_id: str,
+    default_role: str,
+    first_name: str | None,
+    last_name: str | None,
+    now: datetime | None = None,
+) -> tuple[User, bool]:
+    """Find or create the user of ``identity.sub``; returns ``(user, created)``.
+
+    ``INSERT .. ON CONFLICT DO NOTHING`` makes two concurrent first sign-ins of one Apple ID
+    create one user. A name is set only where the account has none (never overwritten, never
+    emptied); a pending name saved earlier for this ``sub`` is used when none came now.
+    """
+    now = now or utcnow()
+    pending = await db.get(PendingName, identity.sub)
+    if not (first_name or last_name) and pending is not None:
+        first_name, last_name = pending.first_name, pending.last_name
+    insert = (
+        _insert(db, User)
+        .values(
+            sub=identity.sub,
+            transfer_sub=identity.transfer_sub,
+            email=identity.email,
+            email_verified=identity.email_verified,
+            is_private_email=identity.is_private_email,
+            email_forwarding=True,
+            first_name=first_name,
+            last_name=last_name,
+            role=default_role,
+            client_id=client_id,
+            last_claims=json.dumps(dict(identity.claims)),
+            created_at=now,
+            last_sign_in_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["sub"])
+        .returning(User.id)
+    )
+    created_id = await db.scalar(insert)
+    user = await db.scalar(
+        select(User).where(User.sub == identity.sub).execution_options(populate_existing=True)
+    )
+    assert user is not None
+    if pending is not None:
+        await db.delete(pending)
+    if created_id is not None:
+        return user, True
+    if identity.email:
+        user.email = identity.email
+        user.email_verified = identity.email_verified
+        user.is_private_email = identity.is_private_email
+    if identity.transfer_sub:
+        user.transfer_sub = identity.transfer_sub
+    if not (user.first_name or user.last_name) and (first_name or last_name):
+        user.first_name, user.last_name = first_name, last_name
+    user.client_id = client_id
+    user.last_claims = json.dumps(dict(identity.claims))
+    user.last_sign_in_at = now
+    return user, False
+
+
+async def find_user(*, db: DbSession, ref: str) -> User | None:
+    """A user by id, ``sub``, ``transfer_sub`` or email (for the command line)."""
+    clauses = [User.sub == ref, User.transfer_sub == ref, func.lower(User.email) == ref.lower()]
+    if ref.isdigit():
+        clauses.append(User.id == int(ref))
+    return (await db.scalars(select(User).where(or_(*clauses)).limit(2))).first()
+
+
+async def list_users(*, db: DbSession, limit: int = 100, offset: int = 0) -> Sequence[User]:
+    return (await db.scalars(select(User).order_by(User.id).limit(limit).offset(offset))).all()
+
+
+async def store_refresh_token(
+    *,
+    db: DbSession,
+    encryptor: Encryptor,
+    user_id: int,
+    client_id: str,
+    refresh_token: str,
+    now: datetime | None = None,
+) -> None:
+    now = now or utcnow()
+    values = {
+        "refresh_token_encrypted": encryptor.encrypt(refresh_token),
+        "refresh_token_hash": hash_token(refresh_token),
+        "validated_at": now,
+    }
+    stmt = _insert(db, AppleToken).values(
+        user_id=user_id, client_id=client_id, created_at=now, **values
+    )
+    stmt = stmt.on_conflict_do_update(index_elements=["user_id", "client_id"], set_=values)
+    await db.execute(stmt)
+
+
+async def find_refresh_token(*, db: DbSession, refresh_token: str) -> AppleToken | None:
+    if not refresh_token or len(refresh_token) > 1024:
+        return None
+    return await db.scalar(
+        select(AppleToken).where(AppleToken.refresh_token_hash == hash_token(refresh_token))
+    )
+
+
+async def user_refresh_tokens(
+    *, db: DbSession, encryptor: Encryptor, user_id: int
+) -> list[tuple[str, str]]:
+    """``(client_id, refresh_token)`` pairs stored for a user, decrypted."""
+    rows = await db.scalars(select(AppleToken).where(AppleToken.user_id == user_id))
+    return [(r.client_id, encryptor.decrypt(r.refresh_token_encrypted)) for r in rows]
+
+
+async def drop_apple_tokens(*, db: DbSession, user_id: int) -> int:
+    result = await db.execute(delete(AppleToken).where(AppleToken.user_id == user_id))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete_user_data(*, db: DbSession, user: User) -> None:
+    """Delete a user and everything keyed to them (sessions and tokens cascade)."""
+    await db.execute(delete(Session).where(Session.user_id == user.id))
+    await db.execute(delete(AppleToken).where(AppleToken.user_id == user.id))
+    await db.execute(delete(AuthRequest).where(AuthRequest.user_id == user.id))
+    await db.execute(delete(PendingName).where(PendingName.sub == user.sub))
+    if user.email:
+        await db.execute(delete(OutboxMail).where(OutboxMail.to_address == user.email))
+    await db.delete(user)
+
+
+async def user_by_sub(*, db: DbSession, sub: str) -> User | None:
+    return await db.scalar(select(User).where(User.sub == sub))
+
+
+# --- notifications, audit, admin links ---------------------------------------------------------
+
+
+async def first_sight_of_jti(*, db: DbSession, jti: str, now: datetime | None = None) -> bool:
+    """Record a notification ``jti``; ``False`` when it was already seen (a duplicate)."""
+    stmt = (
+        _insert(db, NotificationSeen)
+        .values(jti=jti, received_at=now or utcnow())
+        .on_conflict_do_nothing(index_elements=["jti"])
+        .returning(NotificationSeen.jti)
+    )
+    return (await db.scalar(stmt)) is not None
+
+
+async def audit(
+    *,
+    db: DbSession,
+    event: str,
+    actor: str,
+    sub: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
+    db.add(
+        AuditEvent(
+            at=now or utcnow(),
+            event=event,
+            actor=actor,
+            sub=sub,
+            detail=json.dumps(dict(detail or {}), default=str),
+        )
+    )
+
+
+async def audit_events(*, db: DbSession, sub: str | None = None) -> Sequence[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.id)
+    if sub is not None:
+        query = query.where(AuditEvent.sub == sub)
+    return (await db.scalars(query)).all()
+
+
+async def create_admin_login(*, db: DbSession, ttl: int, now: datetime | None = None) -> str:
+    now = now or utcnow()
+    raw = new_token(LOGIN_PREFIX)
+    db.add(
+        AdminLoginToken(
+            token_hash=hash_token(raw), created_at=now, expires_at=now + timedelta(seconds=ttl)
+        )
+    )
+    await db.flush()
+    return raw
+
+
+async def consume_admin_login(*, db: DbSession, raw: str, now: datetime | None = None) -> bool:
+    """Use a one-time admin login link; ``True`` exactly once, before it expires."""
+    if not raw or len(raw) > MAX_TOKEN_LENGTH:
+        return False
+    now = now or utcnow()
+    result = await db.execute(
+        update(AdminLoginToken)
+        .where(
+            AdminLoginToken.token_hash == hash_token(raw),
+            AdminLoginToken.used_at.is_(None),
+            AdminLoginToken.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def save_setting(
+    *, db: DbSession, encryptor: Encryptor, key: str, value: str, secret: bool
+) -> None:
+    """Store a run-time setting; ``secret`` values (a pasted .p8 key) are encrypted."""
+    stored = encryptor.encrypt(value) if secret else value
+    row = await db.get(SettingValue, key)
+    if row is None:
+        db.add(SettingValue(key=key, value=stored, encrypted=secret, updated_at=utcnow()))
+    else:
+        row.value, row.encrypted, row.updated_at = stored, secret, utcnow()
+
+
+async def load_setting(*, db: DbSession, encryptor: Encryptor, key: str) -> str | None:
+    row = await db.get(SettingValue, key)
+    if row is None:
+        return None
+    return encryptor.decrypt(row.value) if row.encrypted else row.value

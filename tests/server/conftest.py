@@ -1,0 +1,116 @@
+"""Fixtures for the service: one database per backend (SQLite per test; PostgreSQL per test
+session, emptied after each test), and the sandbox (service + in-process emulator)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from server_helpers import PUBLIC_URL, Env
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from appleconnect.sandbox import build_sandbox_app
+from appleconnect.server import store
+from appleconnect.server.models import Base
+
+PG_ADMIN_URL = os.environ.get(
+    "APPLECONNECT_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _pg_available() -> bool:
+    if shutil.which("pg_isready") is None:
+        return _pg_connects()
+    result = subprocess.run(
+        ["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True, check=False
+    )
+    return result.returncode == 0
+
+
+def _pg_connects() -> bool:
+    async def probe() -> bool:
+        engine = create_async_engine(PG_ADMIN_URL)
+        try:
+            async with engine.connect():
+                return True
+        except OSError:
+            return False
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A uniquely named PostgreSQL database for this test session, dropped at the end."""
+    if not _pg_available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (CI must start it)")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    name = f"appleconnect_test_{os.getpid()}_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _empty_pg(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            exists = await conn.scalar(text("SELECT to_regclass('public.users') IS NOT NULL"))
+            if exists:
+                await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test that uses it runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+        return
+    url: str = request.getfixturevalue("pg_database")
+    yield url
+    asyncio.run(_empty_pg(url))
+
+
+@pytest.fixture
+async def env(tmp_path: Path, database_url: str) -> AsyncIterator[Env]:
+    sandbox = build_sandbox_app(
+        tmp_path / "data",
+        public_url=PUBLIC_URL,
+        overrides={"database_url": database_url},
+    )
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(sandbox.app.router.lifespan_context(sandbox.app))
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(transport=sandbox.transport, base_url=PUBLIC_URL)
+        )
+        service = sandbox.service_app.state.service
+        async with service.sessions() as db:
+            key = await store.create_api_key(db=db, name="tests")
+            await db.commit()
+        yield Env(sandbox=sandbox, http=http, api_key=key)

@@ -1,0 +1,92 @@
+"""Helpers for the service tests: the sandbox environment a test talks to."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from appleconnect.sandbox import Sandbox
+
+PUBLIC_URL = "http://127.0.0.1:8000"
+
+
+@dataclass
+class Env:
+    """A running sandbox and an HTTP client into it (no sockets)."""
+
+    sandbox: Sandbox
+    http: httpx.AsyncClient
+    api_key: str
+
+    @property
+    def emulator(self) -> Any:
+        return self.sandbox.emulator_app.state.emulator
+
+    @property
+    def notifier(self) -> Any:
+        return self.sandbox.emulator_app.state.notifier
+
+    @property
+    def settings(self) -> Any:
+        return self.sandbox.settings
+
+    @property
+    def service(self) -> Any:
+        return self.sandbox.service_app.state.service
+
+    async def consent(
+        self,
+        authorize_url: str,
+        *,
+        account: str = "maria.ruiz@example.com",
+        name: Any = None,
+        cancel: bool = False,
+        share_email: bool = True,
+    ) -> dict[str, str]:
+        """Play the user on the emulator's consent page; returns what Apple would POST."""
+        query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
+        body: dict[str, Any] = {**query, "account": account, "share_email": share_email}
+        if name is not None:
+            body["name"] = name
+        if cancel:
+            body = {**query, "cancel": True}
+        response = await self.http.post("/apple/emulator/authorize", json=body)
+        assert response.status_code == 200, response.text
+        data = response.json()
+        return {k: v for k, v in data["params"].items() if v is not None}
+
+    async def native_code(
+        self, *, account: str = "maria.ruiz@example.com", nonce: str | None = None, name: Any = None
+    ) -> dict[str, str]:
+        """What the native SDK gives an app: code, id_token, and the user JSON the first time."""
+        body: dict[str, Any] = {
+            "client_id": self.settings.app_ids[0],
+            "response_type": "code id_token",
+            "scope": "name email",
+            "state": secrets.token_urlsafe(16),
+            "account": account,
+        }
+        if nonce is not None:
+            body["nonce"] = nonce
+        if name is not None:
+            body["name"] = name
+        response = await self.http.post("/apple/emulator/authorize", json=body)
+        assert response.status_code == 200, response.text
+        return {k: v for k, v in response.json()["params"].items() if v is not None}
+
+    async def web_sign_in(
+        self, *, next_path: str = "/", account: str = "maria.ruiz@example.com", name: Any = None
+    ) -> httpx.Response:
+        """The whole browser flow; returns the final 303 that sets the cookie."""
+        start = await self.http.get("/auth/apple/start", params={"next": next_path})
+        assert start.status_code == 303, start.text
+        form = await self.consent(start.headers["location"], account=account, name=name)
+        callback = await self.http.post("/auth/apple/callback", data=form)
+        assert callback.status_code == 303, callback.text
+        finish = await self.http.get(callback.headers["location"])
+        assert finish.status_code == 303, finish.text
+        return finish
