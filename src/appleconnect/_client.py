@@ -181,6 +181,8 @@ class _BaseClient:
             if audience not in audiences:
                 audiences.append(audience)
         self.audiences: tuple[str, ...] = tuple(audiences)
+        # Verification takes a frozenset built once (the fast path of verify_identity_token).
+        self._allowed_audiences = frozenset(audiences)
         """Every ``aud`` an identity token may carry: ``client_id`` first, then the extras."""
 
         self.base_url: str = _check_base_url(base_url)
@@ -678,7 +680,7 @@ class AppleClient(_BaseClient):
         return _verify_identity_token(
             token,
             self._keys,
-            audiences=self.audiences,
+            audiences=self._allowed_audiences,
             nonce=nonce,
             now=self._clock() if now is None else now,
             access_token=access_token,
@@ -862,7 +864,7 @@ class AsyncAppleClient(_BaseClient):
         return await averify_identity_token(
             token,
             self._keys,
-            audiences=self.audiences,
+            audiences=self._allowed_audiences,
             nonce=nonce,
             now=self._clock() if now is None else now,
             access_token=access_token,

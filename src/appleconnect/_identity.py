@@ -171,6 +171,8 @@ def _check_nonce(payload: Mapping[str, Any], nonce: str) -> None:
 
 
 def _normalise_audiences(audiences: str | Iterable[str]) -> frozenset[str]:
+    if type(audiences) is frozenset and audiences:
+        return audiences  # the usual case: built once from configuration
     if isinstance(audiences, str):
         audiences = (audiences,)
     result = frozenset(audiences)

@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -46,7 +47,8 @@ MAX_PAYLOAD_SEGMENT = 8192
 MAX_SIGNATURE_SEGMENT = 1024
 
 _PKCS1 = padding.PKCS1v15()
-_DECODER = json.JSONDecoder()
+# The C scanner of the standard JSON decoder (typeshed does not declare the attribute).
+_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # A byte table for bytes.translate: base64url's "-" and "_" become standard base64's "+" and "/",
 # while "+", "/", "=" and whitespace, which base64url does not allow, become "!", which
@@ -87,12 +89,15 @@ def b64url_decode(segment: str) -> bytes:
 
 
 def _json_object(segment: str) -> dict[str, Any]:
+    # The decoder's scanner, called directly, parses exactly one JSON value from the first
+    # character; text before or after it (even white space, which Apple never sends) is refused.
     try:
-        value = _DECODER.decode(b64url_decode(segment).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = b64url_decode(segment).decode("utf-8")
+        value, end = _SCAN_ONCE(text, 0)
+    except (ValueError, UnicodeDecodeError, StopIteration, RecursionError) as exc:
         raise _Malformed(str(exc)) from None
-    if type(value) is not dict:
-        raise _Malformed("not a JSON object")
+    if type(value) is not dict or end != len(text):
+        raise _Malformed("not a single JSON object")
     return value
 
 
