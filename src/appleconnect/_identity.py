@@ -184,6 +184,9 @@ def _normalise_audiences(audiences: str | Iterable[str]) -> frozenset[str]:
     return result
 
 
+_STRING_BOOLS = {"true": True, "false": False}
+
+
 def _finish(
     payload: dict[str, Any],
     audiences: frozenset[str],
@@ -193,8 +196,9 @@ def _finish(
     access_token: str | None,
     code: str | None,
 ) -> IdentityToken:
-    # This runs on every sign-in; the common case (claims of the expected JSON types) takes
-    # the inline checks, anything unusual falls back to the helpers, which say what is wrong.
+    # This runs on every sign-in, so the common case (claims of the JSON types Apple sends) is
+    # checked inline in as few steps as possible; anything unusual goes to the helpers, which
+    # either normalise it or raise naming the claim.
     err = InvalidIdentityToken
     get = payload.get
     if now is None:
@@ -208,24 +212,57 @@ def _finish(
         or aud not in audiences
         or type(exp) is not int
         or type(iat) is not int
+        or now >= exp + leeway
+        or iat > now + leeway
     ):
         aud, iat, exp = check_claims(
             payload, audiences=audiences, now=now, leeway=leeway, error=err
         )
-    elif now >= exp + leeway or iat > now + leeway:
-        check_claims(payload, audiences=audiences, now=now, leeway=leeway, error=err)
     sub = get("sub")
     if type(sub) is not str or not sub:
         raise err("sub", "The token has no usable 'sub' claim.", claim="sub")
     if nonce is not None:
         _check_nonce(payload, nonce)
+    email = get("email")
+    email_verified = get("email_verified")
+    is_private_email = get("is_private_email")
+    real_user_status = get("real_user_status")
+    transfer_sub = get("transfer_sub")
+    token_nonce = get("nonce")
+    nonce_supported = get("nonce_supported")
+    auth_time = get("auth_time")
     at_hash = get("at_hash")
     c_hash = get("c_hash")
-    if (at_hash is not None and type(at_hash) is not str) or (
-        c_hash is not None and type(c_hash) is not str
+    org_id = get("org_id")
+    # Apple sends the string "true" more often than the boolean (field notes P5).
+    if type(email_verified) is str:
+        email_verified = _STRING_BOOLS.get(email_verified)
+        if email_verified is None:
+            email_verified = _bool_claim(payload, "email_verified", err)
+    if type(is_private_email) is str:
+        is_private_email = _STRING_BOOLS.get(is_private_email)
+        if is_private_email is None:
+            is_private_email = _bool_claim(payload, "is_private_email", err)
+    if not (
+        (email is None or type(email) is str)
+        and (transfer_sub is None or type(transfer_sub) is str)
+        and (token_nonce is None or type(token_nonce) is str)
+        and (org_id is None or type(org_id) is str)
+        and (at_hash is None or type(at_hash) is str)
+        and (c_hash is None or type(c_hash) is str)
+        and (email_verified is None or type(email_verified) is bool)
+        and (is_private_email is None or type(is_private_email) is bool)
+        and (nonce_supported is None or type(nonce_supported) is bool)
+        and (real_user_status is None or type(real_user_status) is int)
+        and (auth_time is None or type(auth_time) is int)
     ):
-        _str_claim(payload, "at_hash", err)
-        _str_claim(payload, "c_hash", err)
+        for name in ("email", "transfer_sub", "nonce", "org_id", "at_hash", "c_hash"):
+            _str_claim(payload, name, err)
+        email_verified = _bool_claim(payload, "email_verified", err)
+        is_private_email = _bool_claim(payload, "is_private_email", err)
+        nonce_supported = _bool_claim(payload, "nonce_supported", err)
+        real_user_status = _int_claim(payload, "real_user_status", err, required=False)
+        auth_time = _int_claim(payload, "auth_time", err, required=False)
     if (
         access_token is not None
         and at_hash is not None
@@ -234,33 +271,6 @@ def _finish(
         raise err("at_hash", "at_hash does not match the access token.", claim="at_hash")
     if code is not None and c_hash is not None and not hmac.compare_digest(c_hash, oidc_hash(code)):
         raise err("c_hash", "c_hash does not match the authorization code.", claim="c_hash")
-    email_verified = get("email_verified")
-    if email_verified is not None and type(email_verified) is not bool:
-        email_verified = _bool_claim(payload, "email_verified", err)
-    is_private_email = get("is_private_email")
-    if is_private_email is not None and type(is_private_email) is not bool:
-        is_private_email = _bool_claim(payload, "is_private_email", err)
-    nonce_supported = get("nonce_supported")
-    if nonce_supported is not None and type(nonce_supported) is not bool:
-        nonce_supported = _bool_claim(payload, "nonce_supported", err)
-    auth_time = get("auth_time")
-    if auth_time is not None and type(auth_time) is not int:
-        auth_time = _int_claim(payload, "auth_time", err, required=False)
-    real_user_status = get("real_user_status")
-    if real_user_status is not None and type(real_user_status) is not int:
-        real_user_status = _int_claim(payload, "real_user_status", err, required=False)
-    email = get("email")
-    transfer_sub = get("transfer_sub")
-    token_nonce = get("nonce")
-    org_id = get("org_id")
-    for name, value in (
-        ("email", email),
-        ("transfer_sub", transfer_sub),
-        ("nonce", token_nonce),
-        ("org_id", org_id),
-    ):
-        if value is not None and type(value) is not str:
-            raise err(name, f"The claim {name!r} is not a string.", claim=name)
     return IdentityToken(
         sub,
         aud,
@@ -310,7 +320,8 @@ def verify_identity_token(
     :class:`~appleconnect.AppleUnavailable` if Apple's keys cannot be fetched at all.
     """
     allowed = _normalise_audiences(audiences)
-    _check_nonce_argument(nonce)
+    if nonce is not None:
+        _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)
     claims = verify_rs256_parts(parts, keys.get(parts[3]), InvalidIdentityToken)
     return _finish(claims, allowed, nonce, now, leeway, access_token, code)
@@ -329,7 +340,8 @@ async def averify_identity_token(
 ) -> IdentityToken:
     """Async variant of :func:`verify_identity_token` (fetches keys without blocking)."""
     allowed = _normalise_audiences(audiences)
-    _check_nonce_argument(nonce)
+    if nonce is not None:
+        _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)
     claims = verify_rs256_parts(parts, await keys.aget(parts[3]), InvalidIdentityToken)
     return _finish(claims, allowed, nonce, now, leeway, access_token, code)

@@ -101,17 +101,16 @@ def _json_object(segment: str) -> dict[str, Any]:
     return value
 
 
-# Parsed headers, keyed by their base64url text. Apple signs every token with one of a few keys,
-# so the same few header segments come back again and again; parsing is deterministic, so the
-# cache cannot change any result. It is bounded, and cleared when full.
-_HEADER_CACHE: dict[str, tuple[str, str]] = {}
+# The kid of parsed headers, keyed by their base64url text. Apple signs every token with one of a
+# few keys, so the same few header segments come back again and again; parsing is deterministic,
+# so the cache cannot change any result. It is bounded, and cleared when full.
+_HEADER_CACHE: dict[str, str] = {}
 _HEADER_CACHE_MAX = 256
+_MAX_TOKEN = MAX_HEADER_SEGMENT + MAX_PAYLOAD_SEGMENT + MAX_SIGNATURE_SEGMENT + 2
 
 
-def _header_alg_kid(segment: str, error: type[InvalidToken]) -> tuple[str, str]:
-    cached = _HEADER_CACHE.get(segment)
-    if cached is not None:
-        return cached
+def _header_kid(segment: str, error: type[InvalidToken]) -> str:
+    """Parse a header segment: it must ask for RS256, have no ``crit`` and name a ``kid``."""
     try:
         header = _json_object(segment)
     except _Malformed:
@@ -129,8 +128,8 @@ def _header_alg_kid(segment: str, error: type[InvalidToken]) -> tuple[str, str]:
         raise error("kid", "The token header has no usable 'kid'.", claim="kid")
     if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
         _HEADER_CACHE.clear()
-    _HEADER_CACHE[segment] = (alg, kid)
-    return alg, kid
+    _HEADER_CACHE[segment] = kid
+    return kid
 
 
 def split_token(token: str, error: type[InvalidToken]) -> tuple[str, str, str, str]:
@@ -138,21 +137,32 @@ def split_token(token: str, error: type[InvalidToken]) -> tuple[str, str, str, s
 
     Returns ``(header, payload, signature, kid)``; the header has been checked to ask for RS256.
     """
-    if not isinstance(token, str):
+    if type(token) is not str:
         raise error("malformed", "The token must be a string.")
-    if len(token) > MAX_HEADER_SEGMENT + MAX_PAYLOAD_SEGMENT + MAX_SIGNATURE_SEGMENT + 2:
+    if len(token) > _MAX_TOKEN:
         raise error("size", "The token is larger than any token Apple issues.")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise error("malformed", "The token is not a compact JWS (three dot-separated parts).")
-    header, payload, signature = parts
-    if len(header) > MAX_HEADER_SEGMENT:
-        raise error("size", "The token header is too large.")
-    if len(payload) > MAX_PAYLOAD_SEGMENT:
-        raise error("size", "The token payload is too large.")
-    if len(signature) > MAX_SIGNATURE_SEGMENT:
-        raise error("size", "The token signature is too large.")
-    _, kid = _header_alg_kid(header, error)
+    try:
+        header, payload, signature = token.split(".")
+    except ValueError:
+        raise error(
+            "malformed", "The token is not a compact JWS (three dot-separated parts)."
+        ) from None
+    if (
+        len(header) > MAX_HEADER_SEGMENT
+        or len(payload) > MAX_PAYLOAD_SEGMENT
+        or len(signature) > MAX_SIGNATURE_SEGMENT
+    ):
+        part = (
+            "header"
+            if len(header) > MAX_HEADER_SEGMENT
+            else "payload"
+            if len(payload) > MAX_PAYLOAD_SEGMENT
+            else "signature"
+        )
+        raise error("size", f"The token {part} is too large.")
+    kid = _HEADER_CACHE.get(header)
+    if kid is None:
+        kid = _header_kid(header, error)
     return header, payload, signature, kid
 
 

@@ -181,6 +181,8 @@ class AppleKeys:
         Returns ``None`` for a ``kid`` that is still unknown. Raises
         :class:`~appleconnect.AppleUnavailable` when no key set can be had at all.
         """
+        if self._fixed:
+            return self._keys.get(kid)
         key, must_fetch = self._decide(kid)
         if not must_fetch:
             return key
