@@ -366,10 +366,43 @@ async def test_openapi_describes_the_api(env: Env) -> None:
         "/api/get_currentuserinfo",
         "/api/logout",
         "/api/delete_account",
+        "/auth/apple/start",
         "/auth/apple/callback",
         "/auth/apple/notifications",
     ):
         assert path in doc["paths"], path
+        if path == "/auth/apple/notifications":  # Apple's own calls are not rate-limited
+            assert set(doc["paths"][path]["post"]["responses"]) == {"200", "400", "503"}
+            continue
+        for operation in doc["paths"][path].values():
+            limited = operation["responses"]["429"]
+            assert "Retry-After" in limited["headers"], path
+            if path.startswith("/api/"):
+                error = limited["content"]["application/json"]["schema"]
+                assert error["required"] == ["status", "error", "message"]
+    assert not [p for p in doc["paths"] if p.endswith("/")]  # the slash variants are aliases
+    connect = doc["paths"]["/api/apple_connect"]["post"]
+    shape = connect["responses"]["200"]["content"]["application/json"]["schema"]
+    assert shape["required"] == [
+        "status",
+        "email",
+        "cookie",
+        "access_token",
+        "id_token",
+        "api_response",
+    ]
+    params = connect["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert set(params["properties"]) == {
+        "key",
+        "code",
+        "state",
+        "redirect_uri",
+        "id_token",
+        "nonce",
+        "user",
+        "refresh_token",
+        "client_id",
+    }
 
 
 # --- server-to-server notifications --------------------------------------------------------

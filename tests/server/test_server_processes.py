@@ -19,6 +19,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 pytestmark = pytest.mark.slow
+KEY_LIMIT = 10
 
 
 def free_port() -> int:
@@ -83,6 +84,8 @@ def processes(tmp_path: Path, pg_database: str) -> Iterator[dict[str, object]]:
             "APPLECONNECT_CLIENT_ID": creds["services_id"],
             "APPLECONNECT_APP_IDS": creds["app_id"],
             "APPLECONNECT_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "APPLECONNECT_RATE_LIMIT_PER_KEY": str(KEY_LIMIT),
+            "APPLECONNECT_RATE_LIMIT_WINDOW": "86400",
         }
         for port, name in ((a_port, "a"), (b_port, "b")):
             logs.append((tmp_path / f"{name}.log").open("wb"))
@@ -160,3 +163,20 @@ def test_sign_in_started_on_one_process_completes_on_the_other(
     )
     assert connect.status_code == 200, connect.text
     assert connect.json()["email"] == "li.wei@example.com"
+
+    # The API key's rate limit is one count in the database for both processes: 2 calls so
+    # far, then alternate until 429 (a day-long window, so it does not roll over mid-test).
+    day = int(time.time() // 86400)
+    allowed = 2
+    for i in range(KEY_LIMIT + 2):
+        response = httpx.get(f"{(a, b)[i % 2]}/api/apple_request_auth", params={"key": key})
+        if response.status_code == 429:
+            break
+        assert response.status_code == 200, response.text
+        allowed += 1
+    if int(time.time() // 86400) != day:  # pragma: no cover - ran across midnight UTC
+        pytest.skip("the rate-limit window rolled over during the test")
+    assert allowed == KEY_LIMIT
+    assert response.json()["error"] == "rate_limited"
+    assert response.json()["field"] == "key"
+    assert 0 < int(response.headers["retry-after"]) <= 86400

@@ -355,6 +355,10 @@ def create_emulator_app(
     app.add_api_route("/appleid/button/left", button("left"), methods=["GET"])
     app.add_api_route("/appleid/button/logo", button("logo"), methods=["GET"])
 
+    from .jsapi import jsapi_router
+
+    app.include_router(jsapi_router(state, templates))
+
     if control_api:
         from .control import control_router
 

@@ -28,9 +28,11 @@ from appleconnect import AppleConnectError, InvalidAuthorizationResponse
 from appleconnect import parse_authorization_response as parse_apple_response
 
 from . import store
+from .admin import install as install_admin
 from .errors import ServiceError, error_body, invalid
 from .models import User
 from .params import bearer_or_param, read_params, required
+from .ratelimit import rate_limited
 from .settings import Settings
 from .signin import (
     Service,
@@ -105,11 +107,105 @@ def _api_routes(path: str, methods: list[str]) -> list[tuple[str, str, str, bool
     ]
 
 
-def _openapi(params: Mapping[str, str], required_params: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Describe parameters that may come as a query string or as a form body."""
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "error", "message"],
+    "properties": {
+        "status": {"type": "string", "enum": ["error"]},
+        "error": {"type": "string", "description": "a code listed in docs/service.md"},
+        "message": {"type": "string", "description": "one sentence, safe to show"},
+        "field": {"type": "string", "description": "the parameter at fault, if one is"},
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+
+
+ERROR_RESPONSES: dict[str, Any] = {
+    "400": _error("A parameter is missing or invalid, or Apple refused the code or token."),
+    "401": _error("The API key, session, id_token or refresh token is not valid."),
+    "413": _error("The request body is too large."),
+    "429": {
+        **_error("Too many requests from this client IP or with this API key."),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until the limit's window ends.",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+    "502": _error("Apple refused this service's credentials (the log says why)."),
+    "503": _error("Apple could not be reached."),
+}
+_OBJECT = {"type": "object", "additionalProperties": True}
+SUCCESS_SCHEMAS: dict[str, dict[str, Any]] = {
+    "apple_request_auth": {
+        "type": "object",
+        "required": ["status", "url", "state"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok"]},
+            "url": {"type": "string", "description": "Apple's authorize URL"},
+            "state": {"type": "string"},
+        },
+    },
+    "apple_connect": {
+        "type": "object",
+        "required": ["status", "email", "cookie", "access_token", "id_token", "api_response"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok"]},
+            "email": {"type": ["string", "null"]},
+            "cookie": {"type": "string", "description": "the session token"},
+            "access_token": {"type": ["string", "null"]},
+            "id_token": {**_OBJECT, "description": "the verified claims"},
+            "api_response": {
+                "oneOf": [_OBJECT, {"type": "null"}],
+                "description": "Apple's token response (null when no call to Apple was made)",
+            },
+        },
+    },
+    "validate_auth_cookie": {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": ["ok"]},
+            "valid": {"type": "boolean"},
+            "user_id": {"type": "integer"},
+        },
+    },
+    "get_currentuserinfo": {
+        "type": "object",
+        "properties": {"status": {"type": "string", "enum": ["ok"]}, "user": _OBJECT},
+    },
+    "logout": {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok"]}}},
+    "delete_account": {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": ["ok"]},
+            "deleted": {"type": "boolean"},
+            "revoked_at_apple": {"type": "array", "items": {"type": "string"}},
+            "revoke_failed": {"type": "array", "items": {"type": "string"}},
+            "sessions_ended": {"type": "integer"},
+        },
+    },
+}
+
+
+def _openapi(
+    params: Mapping[str, str], required_params: tuple[str, ...] = (), *, name: str
+) -> dict[str, Any]:
+    """Describe parameters that may come as a query string or as a form body, the answer,
+    and the errors."""
     properties = {name: {"type": "string", "description": text} for name, text in params.items()}
     schema = {"type": "object", "properties": properties, "required": list(required_params)}
     return {
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {"application/json": {"schema": SUCCESS_SCHEMAS[name]}},
+            },
+            **ERROR_RESPONSES,
+        },
         "parameters": [
             {
                 "name": name,
@@ -224,15 +320,25 @@ def create_app(
 
     def wants_json(request: Request) -> bool:
         path = request.url.path
-        return path.startswith("/api") or path.startswith("/auth/apple/notifications")
+        if path.startswith("/api") or path.startswith("/auth/apple/notifications"):
+            return True
+        # Pages answer browsers with HTML; a client asking for JSON only gets JSON.
+        accept = request.headers.get("accept", "")
+        return "application/json" in accept and "text/html" not in accept
 
     def error_response(request: Request, exc: ServiceError) -> Response:
         if wants_json(request):
             return JSONResponse(
-                error_body(exc.code, exc.message, exc.field), status_code=exc.status
+                error_body(exc.code, exc.message, exc.field),
+                status_code=exc.status,
+                headers=exc.headers,
             )
         return templates.TemplateResponse(
-            request, "error.html", {"message": exc.message}, status_code=exc.status
+            request,
+            "error.html",
+            {"message": exc.message},
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     @app.exception_handler(ServiceError)
@@ -268,19 +374,45 @@ def create_app(
             ServiceError("internal_error", "Something went wrong on our side.", status=500),
         )
 
-    async def require_key(service: Service, values: dict[str, str]) -> None:
+    def client_host(request: Request) -> str | None:
+        # Behind a proxy, uvicorn's --forwarded-allow-ips makes this the real client.
+        return request.client.host if request.client else None
+
+    async def limit_ip(service: Service, request: Request) -> None:
+        """Count the request against its client IP (shared by all processes), or raise 429."""
+        if service.limiter.ip_bucket(client_host(request)) is None:
+            return
+        async with service.sessions() as db:
+            wait = await service.limiter.hit_ip(db=db, host=client_host(request))
+            await db.commit()
+        if wait is not None:
+            raise rate_limited(wait)
+
+    async def require_key(service: Service, values: dict[str, str], request: Request) -> None:
+        """Check the API key, counting the request against the client IP and the key.
+
+        The IP is counted first and also for a wrong key, which caps key guessing. Counting,
+        the key lookup and its last-used time share one short transaction.
+        """
         raw = values.get("key", "")
+        limiter = service.limiter
+        async with service.sessions() as db:
+            wait = await limiter.hit_ip(db=db, host=client_host(request))
+            key = None if wait is not None or not raw else await store.check_api_key(db=db, raw=raw)
+            key_wait = None if key is None else await limiter.hit_key(db=db, key_id=key.id)
+            await db.commit()
+        if wait is not None:
+            raise rate_limited(wait)
+        if key_wait is not None:
+            raise rate_limited(key_wait, field="key")
         if not raw:
             raise ServiceError(
                 "missing_parameter", "The parameter 'key' is required.", status=401, field="key"
             )
-        async with service.sessions() as db:
-            key = await store.check_api_key(db=db, raw=raw)
-            if key is None:
-                raise ServiceError(
-                    "invalid_key", "The API key is invalid or revoked.", status=401, field="key"
-                )
-            await db.commit()
+        if key is None:
+            raise ServiceError(
+                "invalid_key", "The API key is invalid or revoked.", status=401, field="key"
+            )
 
     async def current_user(service: Service, token: str) -> User:
         async with service.sessions() as db:
@@ -310,7 +442,7 @@ def create_app(
     async def apple_request_auth(request: Request) -> Response:
         service = _service(request)
         values = await read_params(request)
-        await require_key(service, values)
+        await require_key(service, values, request)
         allowed = settings.app_redirect_uris or (settings.effective_redirect_uri,)
         redirect_uri = values.get("redirect_uri") or allowed[0]
         if redirect_uri not in allowed:
@@ -348,14 +480,16 @@ def create_app(
             include_in_schema=in_schema,
             summary="Make an authorization URL with server-side state",
             openapi_extra=_openapi(
-                {"key": "API key", "redirect_uri": "one of app_redirect_uris"}, ("key",)
+                {"key": "API key", "redirect_uri": "one of app_redirect_uris"},
+                ("key",),
+                name="apple_request_auth",
             ),
         )
 
     async def apple_connect(request: Request) -> Response:
         service = _service(request)
         values = await read_params(request)
-        await require_key(service, values)
+        await require_key(service, values, request)
         forward = values.get("redirect_uri")
         if forward and forward not in settings.forward_uris:
             raise invalid("redirect_uri", "The redirect_uri is not in this service's allow-list.")
@@ -432,6 +566,7 @@ def create_app(
                     "client_id": "which configured client id the code was issued to",
                 },
                 ("key",),
+                name="apple_connect",
             ),
         )
 
@@ -443,6 +578,7 @@ def create_app(
     ) -> None:
         async def endpoint(request: Request) -> Response:
             service = _service(request)
+            await limit_ip(service, request)
             values = await read_params(request)
             token = bearer_or_param(request, values)
             user = await current_user(service, token)
@@ -456,7 +592,10 @@ def create_app(
                 operation_id=op_id,
                 include_in_schema=in_schema,
                 summary=summary,
-                openapi_extra=_openapi({"cookie": "the session (or Authorization: Bearer)"}),
+                openapi_extra=_openapi(
+                    {"cookie": "the session (or Authorization: Bearer)"},
+                    name=path.rsplit("/", 1)[-1],
+                ),
             )
 
     async def validate(_s: Service, user: User, _t: str) -> dict[str, Any]:
@@ -512,9 +651,16 @@ def create_app(
             },
         )
 
-    @app.get("/auth/apple/start", summary="Start a web sign-in")
+    web_errors: dict[int | str, dict[str, Any]] = {
+        "303": {"description": "Redirect (to Apple, to the finishing page, or to next)."},
+        "400": {"description": "A bad parameter or state (an HTML page)."},
+        "429": ERROR_RESPONSES["429"],
+    }
+
+    @app.get("/auth/apple/start", summary="Start a web sign-in", responses=web_errors)
     async def start(request: Request, next: str | None = None) -> Response:
         service = _service(request)
+        await limit_ip(service, request)
         next_path = safe_next(next)
         redirect_uri = settings.effective_redirect_uri
         async with service.sessions() as db:
@@ -535,11 +681,12 @@ def create_app(
         )
         return RedirectResponse(url, status_code=303)
 
-    @app.post("/auth/apple/callback", summary="Apple's form_post")
+    @app.post("/auth/apple/callback", summary="Apple's form_post", responses=web_errors)
     async def callback(request: Request) -> Response:
         # Apple's POST is cross-site: no Lax cookie arrives, so everything is looked up from
         # the state in the body (field notes P2).
         service = _service(request)
+        await limit_ip(service, request)
         form = await request.form(max_files=0, max_fields=20)
         try:
             response = parse_apple_response(
@@ -653,7 +800,14 @@ def create_app(
         response.delete_cookie(settings.cookie_name, path="/")
         return response
 
-    @app.post("/auth/apple/notifications", summary="Apple's server-to-server notifications")
+    @app.post(
+        "/auth/apple/notifications",
+        summary="Apple's server-to-server notifications",
+        responses={
+            "400": ERROR_RESPONSES["400"] | {"description": "Forged or malformed."},
+            "503": ERROR_RESPONSES["503"] | {"description": "Apple's keys unavailable."},
+        },
+    )
     async def notifications(request: Request) -> Response:
         service = _service(request)
         body = await request.body()
@@ -664,6 +818,7 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    install_admin(app, settings, apple_transport=apple_transport)
     return app
 
 

@@ -6,9 +6,6 @@ so several processes may each hold their own.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +17,9 @@ from appleconnect import (
     AsyncAppleClient,
     ClientSecret,
     IdentityToken,
-    InvalidNotification,
     Notification,
     TokenResponse,
-    parse_notification,
+    aparse_notification,
 )
 
 from .settings import Settings
@@ -111,25 +107,9 @@ class AppleGateway:
         return await client.verify_identity_token(id_token, nonce=nonce, access_token=access_token)
 
     async def parse_notification(self, body: bytes) -> Notification:
-        # The library's parser is synchronous; fetch the key it will need without blocking
-        # first, so that the parser finds it in the shared cache.
-        kid = _notification_kid(body)
-        if kid is not None and await self.keys.aget(kid) is None:
-            raise InvalidNotification("kid", f"No Apple key has kid {kid!r}.", claim="kid")
-        return parse_notification(
+        return await aparse_notification(
             body, self.keys, audiences=self.audiences, leeway=self.settings.leeway_seconds
         )
-
-
-def _notification_kid(body: bytes) -> str | None:
-    """The ``kid`` in the header of the notification's JWT, unverified, or ``None``."""
-    try:
-        payload = json.loads(body).get("payload")
-        header = payload.split(".")[0]
-        kid = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))).get("kid")
-    except (ValueError, AttributeError, TypeError, binascii.Error):
-        return None
-    return kid if isinstance(kid, str) and 0 < len(kid) <= 256 else None
 
 
 def _result(response: TokenResponse) -> TokenResult:

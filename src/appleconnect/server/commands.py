@@ -19,6 +19,7 @@ from . import store
 from .db import DbSession, create_engine, current_revision, migrate, session_factory
 from .settings import Settings, SettingsError, load_settings
 from .signin import close_service, delete_account, open_service
+from .transfer import export_transfer_subs, import_transfer_subs
 
 __all__ = ["COMMANDS", "DEFAULT_DATA_DIR"]
 
@@ -245,31 +246,22 @@ async def users_migrate(
         raise click.BadParameter("export needs --target-team-id", param_hint="--target-team-id")
     settings.validate()
     service = await open_service(settings)
-    client = service.apple.client(settings.client_id)
-    done = failed = 0
     try:
-        async with service.sessions() as db:
-            for user in await store.list_users(db=db, limit=1_000_000):
-                try:
-                    if direction == "export":
-                        assert target_team_id is not None
-                        user.transfer_sub = await client.transfer_sub_for(user.sub, target_team_id)
-                    elif user.transfer_sub:
-                        info = await client.sub_for_transfer(user.transfer_sub)
-                        user.sub = info.sub
-                        if info.email:
-                            user.email = info.email
-                    else:
-                        continue
-                except Exception as exc:
-                    failed += 1
-                    click.echo(f"user {user.id}: {exc}", err=True)
-                    continue
-                done += 1
-                await db.commit()
+        if direction == "export":
+            assert target_team_id is not None
+            report = await export_transfer_subs(service=service, target_team_id=target_team_id)
+        else:
+            report = await import_transfer_subs(service=service)
     finally:
         await close_service(service)
-    click.echo(f"{direction}: {done} users migrated, {failed} failed")
+    for user_id, reason in report.failed.items():
+        click.echo(f"user {user_id}: {reason}", err=True)
+    click.echo(
+        f"{direction}: {report.done} users migrated, {report.unchanged} unchanged, "
+        f"{len(report.failed)} failed"
+    )
+    if report.failed:
+        raise click.exceptions.Exit(1)
 
 
 @click.group("admin")

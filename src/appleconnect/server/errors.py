@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["ServiceError", "error_body"]
@@ -14,11 +15,20 @@ class ServiceError(Exception):
     Apple's specific reason, when it would help an attacker, is logged instead.
     """
 
-    def __init__(self, code: str, message: str, *, status: int = 400, field: str | None = None):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int = 400,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         self.code = code
         self.message = message
         self.status = status
         self.field = field
+        self.headers = dict(headers or {})
         super().__init__(message)
 
 

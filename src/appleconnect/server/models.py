@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -29,6 +30,7 @@ __all__ = [
     "NotificationSeen",
     "OutboxMail",
     "PendingName",
+    "RateLimitCounter",
     "Session",
     "SettingValue",
     "User",
@@ -214,3 +216,13 @@ class AdminLoginToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RateLimitCounter(Base):
+    """Requests of one client IP or API key in the current fixed window (shared by processes)."""
+
+    __tablename__ = "rate_limits"
+
+    bucket: Mapped[str] = mapped_column(String(100), primary_key=True)  # "ip:…" or "key:…"
+    window_start: Mapped[int] = mapped_column(BigInteger)  # Unix seconds
+    hits: Mapped[int] = mapped_column(Integer)

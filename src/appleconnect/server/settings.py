@@ -119,6 +119,13 @@ class Settings:
 
     # Limits.
     max_body_bytes: int = 65_536
+    # Requests per ``rate_limit_window`` seconds to the REST API and the web sign-in
+    # start/callback, counted in the database so that every process shares them; 0 turns a
+    # limit off.
+    rate_limit_window: int = 60
+    rate_limit_per_ip: int = 300
+    rate_limit_per_key: int = 3000
+    rate_limit_exempt: tuple[str, ...] = ()
 
     @property
     def sandbox(self) -> bool:
@@ -182,6 +189,18 @@ class Settings:
         for name in ("session_ttl", "auth_request_ttl", "admin_login_ttl", "max_body_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be a positive number.")
+        if not 1 <= self.rate_limit_window <= 86_400:
+            raise SettingsError("rate_limit_window: must be 1 to 86400 seconds.")
+        for name in ("rate_limit_per_ip", "rate_limit_per_key"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name}: must be 0 (no limit) or a positive number.")
+        for network in self.rate_limit_exempt:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"rate_limit_exempt: {network!r} is not an IP address or network."
+                ) from None
         if apple and not self.client_id:
             raise SettingsError("client_id: set the Services ID used for web sign-in.")
         if apple and not (self.client_secret or (self.team_id and self.key_id)):

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,6 +39,7 @@ from .db import DbSession, create_engine, migrate, session_factory
 from .errors import ServiceError
 from .mail import deliver_pending, queue_welcome
 from .models import User, utcnow
+from .ratelimit import RateLimiter
 from .security import Encryptor, load_encryptor
 from .settings import Settings
 
@@ -54,6 +56,7 @@ class Service:
     apple: AppleGateway
     encryptor: Encryptor
     outbound: httpx.AsyncClient
+    limiter: RateLimiter
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Any) -> None:
@@ -94,16 +97,35 @@ async def open_service(
         apple=gateway,
         encryptor=encryptor,
         outbound=outbound,
+        limiter=RateLimiter(settings, time.time),
     )
     async with sessions() as db:
         await store.purge_expired(db=db)
         await db.commit()
+    service.spawn(_housekeeping(service))
     return service
 
 
+HOUSEKEEPING_INTERVAL = 3600.0
+
+
+async def _housekeeping(service: Service) -> None:
+    """Purge expired rows (sessions, sign-in requests, rate-limit counters) every hour."""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+        try:
+            async with service.sessions() as db:
+                await store.purge_expired(db=db)
+                await db.commit()
+        except Exception:  # a database hiccup must not end the loop
+            log.exception("housekeeping failed")
+
+
 async def close_service(service: Service) -> None:
-    for task in list(service.background):
+    tasks = list(service.background)
+    for task in tasks:
         task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await service.outbound.aclose()
     await service.apple.aclose()
     await service.engine.dispose()

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
 
 from .db import DbSession
 from .models import (
@@ -26,6 +27,7 @@ from .models import (
     NotificationSeen,
     OutboxMail,
     PendingName,
+    RateLimitCounter,
     Session,
     SettingValue,
     User,
@@ -268,6 +270,35 @@ async def purge_expired(*, db: DbSession, now: datetime | None = None) -> None:
     await db.execute(delete(Session).where(Session.expires_at < now))
     await db.execute(delete(AdminLoginToken).where(AdminLoginToken.expires_at < now - day))
     await db.execute(delete(PendingName).where(PendingName.created_at < now - 7 * day))
+    # Windows are at most a day long, so a counter older than two days is dead.
+    stale = int(now.timestamp()) - 2 * 86_400
+    await db.execute(delete(RateLimitCounter).where(RateLimitCounter.window_start < stale))
+
+
+# --- rate limits ------------------------------------------------------------------------------
+
+
+async def count_hit(*, db: DbSession, bucket: str, window_start: int) -> tuple[int, int]:
+    """Count one request in ``bucket`` for the window starting at ``window_start`` (Unix
+    seconds); return ``(hits, window_start)`` of the bucket's current window, this request
+    included.
+
+    One ``INSERT .. ON CONFLICT DO UPDATE .. RETURNING``: the row lock makes concurrent hits
+    from any number of processes count exactly. A later window restarts the count at 1; a hit
+    stamped with an earlier window (a process whose clock lags) counts in the current one.
+    """
+    table = RateLimitCounter
+    stmt = _insert(db, table).values(bucket=bucket, window_start=window_start, hits=1)
+    newer = stmt.excluded.window_start > table.window_start
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["bucket"],
+        set_={
+            "hits": case((newer, 1), else_=table.hits + 1),
+            "window_start": case((newer, stmt.excluded.window_start), else_=table.window_start),
+        },
+    ).returning(table.hits, table.window_start)
+    row = (await db.execute(stmt)).one()
+    return int(row[0]), int(row[1])
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -323,6 +354,10 @@ async def upsert_user(
     emptied); a pending name saved earlier for this ``sub`` is used when none came now.
     """
     now = now or utcnow()
+    if identity.transfer_sub:
+        await relink_transferred_user(
+            db=db, transfer_sub=identity.transfer_sub, new_sub=identity.sub, via="sign-in"
+        )
     pending = await db.get(PendingName, identity.sub)
     if not (first_name or last_name) and pending is not None:
         first_name, last_name = pending.first_name, pending.last_name
@@ -367,6 +402,44 @@ async def upsert_user(
     user.last_claims = json.dumps(dict(identity.claims))
     user.last_sign_in_at = now
     return user, False
+
+
+async def relink_transferred_user(
+    *, db: DbSession, transfer_sub: str, new_sub: str, via: str
+) -> bool:
+    """Re-key the user exported with ``transfer_sub`` to the recipient team's ``new_sub``.
+
+    After an app transfer (TN3159) the recipient team sees the user under a new ``sub``; the
+    sending team stored the ``transfer_sub`` that links the two (``users migrate export``),
+    and Apple puts it in the recipient's id_tokens for 60 days. ``False`` when no user needs
+    re-keying, or when an account with ``new_sub`` already exists (never merged silently).
+    """
+    old_sub = await db.scalar(
+        select(User.sub).where(User.transfer_sub == transfer_sub, User.sub != new_sub).limit(1)
+    )
+    if old_sub is None:
+        return False
+    other = aliased(User)
+    result = await db.execute(
+        update(User)
+        .where(
+            User.transfer_sub == transfer_sub,
+            User.sub == old_sub,
+            ~exists().where(other.sub == new_sub),
+        )
+        .values(sub=new_sub)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    await audit(
+        db=db,
+        event="user.migrated",
+        actor="apple" if via == "sign-in" else "cli",
+        sub=new_sub,
+        detail={"from_sub": old_sub, "transfer_sub": transfer_sub, "via": via},
+    )
+    return True
 
 
 async def find_user(*, db: DbSession, ref: str) -> User | None:

@@ -1,0 +1,179 @@
+"""Sign in with Apple JS for the emulator: ``appleid.auth.js`` and its popup (section 10).
+
+Apple serves the script from ``appleid.cdn-apple.com`` at
+``/appleauth/static/jsapi/appleid/1/<locale>/appleid.auth.js``; the emulator serves the same path.
+The script implements ``AppleID.auth.init`` and ``AppleID.auth.signIn``, renders
+``<div id="appleid-signin">`` buttons from their ``data-`` attributes, and dispatches
+``AppleIDSignInOnSuccess`` / ``AppleIDSignInOnFailure`` on ``document``.
+
+Without a popup the script sends the browser to ``/auth/authorize`` with
+``response_mode=form_post``, exactly as Apple's does. With ``usePopup`` Apple's script uses the
+undocumented ``response_mode=web_message``; the emulator's ``/auth/authorize`` accepts only the
+documented modes, so the popup opens ``/appleauth/popup/authorize`` instead (an emulator-only
+path). It validates the request with Apple's rules (a registered redirect URI included), shows the
+same consent page, and delivers the result with ``postMessage`` to the origin of the registered
+redirect URI only, so no other page can read the code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from . import protocol
+from ._errors import AppleError
+from .state import EmulatorState, StateError
+
+__all__ = ["jsapi_router"]
+
+SCRIPT = Path(__file__).parent / "static" / "appleid.auth.js"
+MESSAGE_TYPE = "appleid_signin_response"
+_FRAME_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+# Apple's 37 button locales (docs/apple-rest-api.md, section 9.1).
+_LOCALE = re.compile(r"[a-z]{2}_[A-Z]{2}")
+
+
+def _origin(uri: str) -> str:
+    parts = urllib.parse.urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def jsapi_router(state: EmulatorState, templates: jinja2.Environment) -> APIRouter:
+    """The script and the popup's two endpoints, for ``create_emulator_app`` to include."""
+    from appleconnect.buttons import LOCALES
+
+    from .app import MAX_FORM_BYTES, BodyTooLarge, _consent_account, parse_form, read_body
+
+    router = APIRouter(include_in_schema=False)
+
+    def html(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        nonce = secrets.token_urlsafe(12)
+        body = templates.get_template(template).render(script_nonce=nonce, **context)
+        csp = (
+            "default-src 'none'; style-src 'unsafe-inline'; "
+            f"script-src 'nonce-{nonce}'; form-action 'self'; base-uri 'none'"
+        )
+        return HTMLResponse(
+            body,
+            status_code=status,
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": csp,
+                "Referrer-Policy": "no-referrer",
+            },
+        )
+
+    def error_page(exc: AppleError) -> HTMLResponse:
+        return html("error.html", exc.status, error=exc.error, description=exc.description)
+
+    def as_form_post(params: dict[str, list[str]]) -> dict[str, list[str]]:
+        # The popup stands in for Apple's web_message mode; the rules are those of form_post.
+        return {**params, "response_mode": ["form_post"]}
+
+    @router.get("/appleauth/static/jsapi/appleid/1/{locale}/appleid.auth.js")
+    async def script(locale: str) -> Response:
+        if not _LOCALE.fullmatch(locale) or locale not in LOCALES:
+            return Response(status_code=404)
+        return Response(
+            SCRIPT.read_bytes(),
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
+    @router.get("/appleauth/popup/authorize")
+    async def popup_authorize(request: Request) -> Response:
+        query = request.scope.get("query_string", b"")
+        frame_id = request.query_params.get("frame_id", "")
+        try:
+            if len(query) > 8192 or not _FRAME_ID.fullmatch(frame_id):
+                raise AppleError("invalid_request", "The request is malformed.")
+            params = urllib.parse.parse_qs(
+                query.decode("utf-8"), keep_blank_values=True, max_num_fields=32
+            )
+            params.pop("frame_id", None)
+            validated = protocol.validate_authorize(state, as_form_post(params))
+        except (AppleError, UnicodeDecodeError, ValueError) as exc:
+            if isinstance(exc, AppleError):
+                return error_page(exc)
+            return error_page(AppleError("invalid_request", "The request is malformed."))
+        pending = state.save_pending(validated.as_params())
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        action = f"{root}/appleauth/popup/consent?" + urllib.parse.urlencode({"frame_id": frame_id})
+        return html(
+            "consent.html",
+            action=action,
+            request_id=pending.id,
+            client_id=validated.client.client_id,
+            accounts=state.list_accounts(),
+            scopes=validated.scopes,
+        )
+
+    @router.post("/appleauth/popup/consent")
+    async def popup_consent(request: Request) -> Response:
+        frame_id = request.query_params.get("frame_id", "")
+        try:
+            if not _FRAME_ID.fullmatch(frame_id):
+                raise AppleError("invalid_request", "The request is malformed.")
+            form = parse_form(await read_body(request, MAX_FORM_BYTES))
+            pending_id = form.get("request_id", "")
+            pending = state.peek_pending(pending_id)
+            if pending is None:
+                raise AppleError(
+                    "invalid_request", "This sign-in request has expired or was already answered."
+                )
+            validated = protocol.validate_authorize(
+                state, {k: [v] for k, v in pending.params.items()}
+            )
+            account = None
+            if form.get("action") == "continue":
+                account = _consent_account(state, form)
+            if state.take_pending(pending_id) is None:
+                raise AppleError(
+                    "invalid_request", "This sign-in request has expired or was already answered."
+                )
+        except BodyTooLarge:
+            return error_page(AppleError("invalid_request", "The request body is too large."))
+        except StateError as exc:
+            return error_page(AppleError("invalid_request", str(exc)))
+        except AppleError as exc:
+            return error_page(exc)
+        result = protocol.authorize(
+            state,
+            validated,
+            account=account,
+            cancel=account is None,
+            share_email=form.get("share_email", "share") != "hide",
+            first_name=form.get("first_name") or None,
+            last_name=form.get("last_name") or None,
+        )
+        params = result.params
+        data: dict[str, Any]
+        if "error" in params:
+            data = {"error": params["error"]}
+            if "state" in params:
+                data["state"] = params["state"]
+        else:
+            data = {
+                "authorization": {
+                    k: params[k] for k in ("code", "id_token", "state") if k in params
+                }
+            }
+            if "user" in params:
+                data["user"] = json.loads(params["user"])
+        assert validated.redirect_uri is not None
+        message = {"type": MESSAGE_TYPE, "frame_id": frame_id, "data": data}
+        return html(
+            "web_message.html",
+            message=json.dumps(message),
+            target_origin=json.dumps(_origin(validated.redirect_uri)),
+        )
+
+    return router

@@ -1,0 +1,102 @@
+"""Admin sessions (from the one-time login link) and CSRF tokens for the panel's forms.
+
+There is no admin password. ``appleconnect admin login-link`` (and ``serve``) print a one-time
+link; following it and pressing "Continue" consumes it and opens an admin session: a 256-bit
+token in an HttpOnly, SameSite=Strict cookie limited to ``/admin``, stored only as its SHA-256
+in the database (so every process knows it, and signing out ends it everywhere). Each form
+carries a CSRF token derived from the session token with HMAC; requests from another origin are
+refused as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, select
+
+from ..db import DbSession
+from ..models import SettingValue, utcnow
+from ..security import hash_token, new_token
+from ..settings import Settings
+
+__all__ = [
+    "ADMIN_COOKIE",
+    "SESSION_TTL",
+    "check_csrf",
+    "create_admin_session",
+    "csrf_token",
+    "end_admin_session",
+    "same_origin",
+    "valid_admin_session",
+]
+
+ADMIN_COOKIE = "appleconnect_admin"
+SESSION_TTL = 8 * 3600
+ADMIN_PREFIX = "aca_"
+# Admin sessions are rows of the key-value ``settings`` table (no schema change needed):
+# key ``admin_session:<sha256 of the token>``, value the expiry time.
+_ROW_PREFIX = "admin_session:"
+
+
+async def create_admin_session(*, db: DbSession, now: datetime | None = None) -> str:
+    now = now or utcnow()
+    await db.execute(
+        delete(SettingValue).where(
+            SettingValue.key.startswith(_ROW_PREFIX),
+            SettingValue.updated_at < now - timedelta(seconds=SESSION_TTL),
+        )
+    )
+    raw = new_token(ADMIN_PREFIX)
+    expires = now + timedelta(seconds=SESSION_TTL)
+    db.add(
+        SettingValue(
+            key=_ROW_PREFIX + hash_token(raw),
+            value=expires.isoformat(),
+            encrypted=False,
+            updated_at=now,
+        )
+    )
+    await db.flush()
+    return raw
+
+
+async def valid_admin_session(*, db: DbSession, raw: str, now: datetime | None = None) -> bool:
+    if not raw.startswith(ADMIN_PREFIX) or len(raw) > 200:
+        return False
+    value = await db.scalar(
+        select(SettingValue.value).where(SettingValue.key == _ROW_PREFIX + hash_token(raw))
+    )
+    if value is None:
+        return False
+    try:
+        expires = datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return expires > (now or utcnow())
+
+
+async def end_admin_session(*, db: DbSession, raw: str) -> None:
+    await db.execute(delete(SettingValue).where(SettingValue.key == _ROW_PREFIX + hash_token(raw)))
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of an admin session: HMAC of the session token, so nothing is stored."""
+    return hmac.new(session_token.encode(), b"appleconnect admin csrf", hashlib.sha256).hexdigest()
+
+
+def check_csrf(session_token: str, submitted: str) -> bool:
+    return hmac.compare_digest(csrf_token(session_token), submitted or "")
+
+
+def same_origin(settings: Settings, origin: str | None, host: str | None) -> bool:
+    """``True`` unless the request says it came from another origin (``Origin`` header)."""
+    if not origin:
+        return True
+    if origin == "null":
+        return False
+    mine = urlsplit(settings.public_url)
+    theirs = urlsplit(origin)
+    return (theirs.scheme, theirs.netloc) == (mine.scheme, mine.netloc) or theirs.netloc == host

@@ -1,0 +1,279 @@
+"""Settings edited in the admin panel, effective without a restart in every process.
+
+The admin panel stores each edited setting in the database (``settings`` table; secrets
+encrypted), together with a version stamp (the row ``_version``) that changes on every save. Each
+process checks the stamp at most every :data:`CHECK_INTERVAL` seconds, before handling a request,
+and when it changed it loads the stored values, lays them over the settings the process started
+with (configuration file and environment), validates the result and applies it. So a change made
+in one process reaches the others within about a second, and the process that made it applies it
+at once.
+
+Applying means two things. The service's routes close over the one :class:`Settings` object that
+``create_app`` received, so its fields are updated in place (the object is frozen to keep code from
+changing it by accident; this module is the one writer). And when an Apple setting changed, the
+service's :class:`AppleGateway` is rebuilt, because its clients hold the client ids and secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from ..apple import AppleGateway
+from ..db import DbSession
+from ..models import SettingValue, utcnow
+from ..security import Encryptor
+from ..settings import Secret, Settings, SettingsError
+from ..signin import Service
+
+__all__ = [
+    "CHECK_INTERVAL",
+    "EDITABLE",
+    "EXTRAS",
+    "Runtime",
+    "SettingsMiddleware",
+]
+
+log = logging.getLogger("appleconnect.server.admin")
+
+CHECK_INTERVAL = 1.0
+"""Seconds between two checks of the version stamp in one process."""
+
+VERSION_KEY = "_version"
+
+# Settings fields the panel may change, and whether the value is a secret (stored encrypted).
+EDITABLE: dict[str, bool] = {
+    "redirect_uri": False,
+    "client_id": False,
+    "app_ids": False,
+    "team_id": False,
+    "key_id": False,
+    "private_key": True,
+    "client_secret": True,
+    "default_role": False,
+    "welcome_email": False,
+    "mail_from": False,
+    "welcome_subject": False,
+    "smtp_host": False,
+    "smtp_port": False,
+    "smtp_security": False,
+    "smtp_username": False,
+    "smtp_password": True,
+}
+# Values that are not Settings fields but live beside them (the embed script's allowed origins).
+EXTRAS: dict[str, bool] = {"embed_allowed_origins": False}
+
+APPLE_FIELDS = frozenset(
+    {"redirect_uri", "client_id", "app_ids", "team_id", "key_id", "private_key", "client_secret"}
+)
+_SECRET_FIELDS = frozenset({"private_key", "client_secret", "smtp_password"})
+
+
+def _decode(name: str, raw: Any) -> Any:
+    """A stored JSON value as the Settings field's type."""
+    if name in _SECRET_FIELDS:
+        return Secret(str(raw))
+    if name == "app_ids" or name == "embed_allowed_origins":
+        return tuple(str(v) for v in raw)
+    return raw
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return value.get()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+@dataclass
+class Runtime:
+    """The settings of one app: what it started with, what the panel stored, what applies."""
+
+    live: Settings
+    base: Settings
+    apple_transport: httpx.AsyncBaseTransport | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+    checked_at: float = float("-inf")
+    interval: float = CHECK_INTERVAL
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, *, apple_transport: httpx.AsyncBaseTransport | None
+    ) -> Runtime:
+        return cls(
+            live=settings,
+            base=dataclasses.replace(settings),
+            apple_transport=apple_transport,
+        )
+
+    def source(self, name: str) -> str:
+        """``"panel"`` when the admin panel set ``name``, else ``"configuration"``."""
+        return "panel" if name in self.overrides else "configuration"
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        value = self.extras.get("embed_allowed_origins", ())
+        return tuple(value)
+
+    def candidate(self, changes: Mapping[str, Any]) -> Settings:
+        """The settings that ``changes`` (on top of the stored overrides) would give; validated.
+
+        Raises :class:`SettingsError` naming the setting that is wrong.
+        """
+        merged = {**self.overrides, **changes}
+        settings = dataclasses.replace(self.base, **merged)
+        settings.validate()
+        if settings.client_id and (settings.team_id or settings.client_secret):
+            pem = settings.private_key_pem()
+            try:
+                # Build (and discard) the clients: every client id, key and secret must load.
+                AppleGateway(settings, private_key_pem=pem)
+            except (ValueError, TypeError) as exc:
+                raise SettingsError(str(exc)) from None
+        return settings
+
+    async def refresh(self, service: Service, *, force: bool = False) -> None:
+        """Apply the stored settings when their version changed (checked at most per interval)."""
+        now = time.monotonic()
+        if not force and now - self.checked_at < self.interval:
+            return
+        async with self.lock:
+            if not force and now - self.checked_at < self.interval:
+                return
+            async with service.sessions() as db:
+                version = await db.scalar(
+                    select(SettingValue.value).where(SettingValue.key == VERSION_KEY)
+                )
+                self.checked_at = time.monotonic()
+                if version == self.version and not force:
+                    return
+                overrides, extras = await _load(db, service.encryptor)
+            self._apply(service, overrides, extras, version)
+
+    def _apply(
+        self,
+        service: Service,
+        overrides: dict[str, Any],
+        extras: dict[str, Any],
+        version: str | None,
+    ) -> None:
+        try:
+            target = self.candidate_from(overrides)
+        except SettingsError as exc:
+            log.error("the settings stored by the admin panel are not applied: %s", exc)
+            self.version = version
+            return
+        changed = {
+            f.name
+            for f in dataclasses.fields(Settings)
+            if getattr(target, f.name) != getattr(self.live, f.name)
+        }
+        for name in changed:
+            # The one place that writes to the frozen Settings object: see the module docstring.
+            object.__setattr__(self.live, name, getattr(target, name))
+        self.overrides, self.extras, self.version = overrides, extras, version
+        if changed & APPLE_FIELDS:
+            self._rebuild_gateway(service)
+
+    def candidate_from(self, overrides: Mapping[str, Any]) -> Settings:
+        settings = dataclasses.replace(self.base, **overrides)
+        settings.validate()
+        return settings
+
+    def _rebuild_gateway(self, service: Service) -> None:
+        old = service.apple
+        service.apple = AppleGateway(
+            self.live,
+            private_key_pem=self.live.private_key_pem(),
+            transport=self.apple_transport,
+        )
+        service.spawn(_close_later(old))
+
+
+async def _close_later(gateway: AppleGateway, delay: float = 30.0) -> None:
+    """Close a replaced gateway once the requests that still hold it have finished."""
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        await gateway.aclose()
+
+
+async def _load(db: DbSession, encryptor: Encryptor) -> tuple[dict[str, Any], dict[str, Any]]:
+    rows = (await db.scalars(select(SettingValue))).all()
+    overrides: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    for row in rows:
+        target = overrides if row.key in EDITABLE else extras if row.key in EXTRAS else None
+        if target is None:
+            continue
+        try:
+            text = encryptor.decrypt(row.value) if row.encrypted else row.value
+            # Secrets are stored as their text (as ``store.save_setting`` does, which the
+            # service reads at start for the .p8 key); everything else as JSON.
+            target[row.key] = _decode(
+                row.key, text if row.key in _SECRET_FIELDS else json.loads(text)
+            )
+        except ValueError as exc:
+            log.error("the stored setting %s cannot be read: %s", row.key, exc)
+    return overrides, extras
+
+
+async def save(
+    *,
+    db: DbSession,
+    encryptor: Encryptor,
+    changes: Mapping[str, Any],
+    remove: tuple[str, ...] = (),
+) -> None:
+    """Store changed settings (secrets encrypted) and a new version stamp; caller commits."""
+    now = utcnow()
+    for name, value in changes.items():
+        secret = EDITABLE.get(name, EXTRAS.get(name))
+        if secret is None:
+            raise KeyError(name)
+        text = value.get() if isinstance(value, Secret) else json.dumps(_encode(value))
+        stored = encryptor.encrypt(text) if secret else text
+        row = await db.get(SettingValue, name)
+        if row is None:
+            db.add(SettingValue(key=name, value=stored, encrypted=secret, updated_at=now))
+        else:
+            row.value, row.encrypted, row.updated_at = stored, secret, now
+    for name in remove:
+        row = await db.get(SettingValue, name)
+        if row is not None:
+            await db.delete(row)
+    stamp = secrets.token_hex(8)
+    row = await db.get(SettingValue, VERSION_KEY)
+    if row is None:
+        db.add(SettingValue(key=VERSION_KEY, value=stamp, encrypted=False, updated_at=now))
+    else:
+        row.value, row.updated_at = stamp, now
+
+
+class SettingsMiddleware:
+    """Before each request, apply settings that another process (or this one) changed."""
+
+    def __init__(self, app: Any, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            service = getattr(scope["app"].state, "service", None)
+            if service is not None:
+                await self.runtime.refresh(service)
+        await self.app(scope, receive, send)

@@ -1,0 +1,210 @@
+"""What a visitor and a site owner click, in a real headless Chromium against real uvicorn."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from conftest import Site
+
+NEW_ACCOUNT = "new.tester@example.com"
+
+
+def expect_text(page: Any, text: str) -> None:
+    page.get_by_text(text).first.wait_for()
+
+
+def no_horizontal_scroll(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
+
+
+def sign_in_from_demo(page: Any, site: Site) -> None:
+    page.goto(site.url + "/")
+    page.get_by_role("link", name="Sign in with Apple").click()
+    page.get_by_role("heading", name="Sign in with Apple").wait_for()
+
+
+def admin_login(page: Any, site: Site) -> None:
+    page.goto(site.admin_link())
+    page.get_by_role("button", name="Continue to the admin panel").click()
+    page.get_by_role("heading", name="Overview").wait_for()
+
+
+def test_demo_sign_in_with_hidden_email_sign_out_and_the_name_is_kept(
+    page: Any, site: Site, screenshots: Path
+) -> None:
+    page.goto(site.url + "/")
+    assert page.title()
+    page.screenshot(path=str(screenshots / "demo-signed-out.png"))
+    sign_in_from_demo(page, site)
+    assert "Emulator" in page.locator(".banner").inner_text()
+    page.get_by_label("li.wei@example.com").check()
+    page.get_by_label("First name").fill("Wei")
+    page.get_by_label("Last name").fill("Li")
+    page.get_by_label("Hide My Email").check()
+    page.screenshot(path=str(screenshots / "consent.png"), full_page=True)
+    page.get_by_role("button", name="Continue").click()
+    expect_text(page, "You are signed in.")
+    body = page.locator("dl").inner_text()
+    assert "Wei Li" in body
+    assert re.search(r"[a-z0-9]{10}@privaterelay\.appleid\.com", body), body
+    assert "Hide My Email relay" in body
+    page.screenshot(path=str(screenshots / "demo-signed-in.png"), full_page=True)
+
+    page.get_by_role("button", name="Sign out").click()
+    expect_text(page, "You are signed out.")
+    # Apple sends the name only the first time: the service must have kept it.
+    sign_in_from_demo(page, site)
+    assert page.get_by_label("First name").count() == 1  # the page asks, but Apple won't resend
+    page.get_by_label("li.wei@example.com").check()
+    page.get_by_role("button", name="Continue").click()
+    expect_text(page, "You are signed in.")
+    assert "Wei Li" in page.locator("dl").inner_text()
+
+
+def test_cancel_with_the_keyboard_returns_with_a_message(page: Any, site: Site) -> None:
+    page.goto(site.url + "/")
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "sign-in-with-apple":
+            break
+    else:
+        raise AssertionError("the sign-in button is not reachable with Tab")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Cancel").click()
+    expect_text(page, "Sign in with Apple was cancelled.")
+    assert page.get_by_role("link", name="Sign in with Apple").is_visible()
+
+
+def test_pages_fit_a_phone(browser: Any, site: Site, screenshots: Path) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.goto(site.url + "/")
+        assert no_horizontal_scroll(page)
+        sign_in_from_demo(page, site)
+        assert no_horizontal_scroll(page)
+        admin_login(page, site)
+        for path in ("/admin/apple", "/admin/users", "/admin/embed"):
+            page.goto(site.url + path)
+            assert no_horizontal_scroll(page), path
+        page.goto(site.url + "/admin/apple")
+        page.screenshot(path=str(screenshots / "admin-phone.png"))
+    finally:
+        context.close()
+
+
+def test_admin_changes_the_default_role_and_the_next_new_user_gets_it(
+    page: Any, site: Site, screenshots: Path
+) -> None:
+    admin_login(page, site)
+    page.get_by_role("link", name="User import").click()
+    page.get_by_label("Default role of new users").select_option("administrator")
+    page.get_by_role("button", name="Save user import settings").click()
+    expect_text(page, "Saved.")
+    try:
+        visitor = page.context.browser.new_context()
+        try:
+            demo = visitor.new_page()
+            sign_in_from_demo(demo, site)
+            demo.get_by_label("Create a new test Apple ID").check()
+            demo.get_by_label("Email of the new Apple ID").fill(NEW_ACCOUNT)
+            demo.get_by_label("First name").fill("Nia")
+            demo.get_by_label("Last name").fill("Tester")
+            demo.get_by_role("button", name="Continue").click()
+            expect_text(demo, "You are signed in.")
+            assert "administrator" in demo.locator("dl").inner_text()
+        finally:
+            visitor.close()
+        page.get_by_role("link", name="Users").click()
+        page.get_by_label("Search by email, name or Apple user id (sub)").fill("nia")
+        page.get_by_role("button", name="Search").click()
+        expect_text(page, NEW_ACCOUNT)
+        page.screenshot(path=str(screenshots / "admin-users.png"), full_page=True)
+        page.get_by_role("link", name="Audit log").click()
+        expect_text(page, "admin.user_import_changed")
+    finally:
+        page.goto(site.url + "/admin/import")
+        page.get_by_label("Default role of new users").select_option("subscriber")
+        page.get_by_role("button", name="Save user import settings").click()
+        expect_text(page, "Saved.")
+
+
+def test_verify_settings_passes_and_fails_with_a_wrong_key_id(
+    page: Any, site: Site, screenshots: Path
+) -> None:
+    admin_login(page, site)
+    page.get_by_role("link", name="Verify settings").click()
+    page.get_by_role("button", name="Verify settings").click()
+    expect_text(page, "Settings verified")
+    page.screenshot(path=str(screenshots / "admin-verify.png"), full_page=True)
+
+    page.get_by_role("link", name="Apple settings").click()
+    key_id = page.get_by_label("Key ID").input_value()
+    assert page.locator("#key-fingerprint").inner_text()
+    page.screenshot(path=str(screenshots / "admin-apple-settings.png"), full_page=True)
+    try:
+        page.get_by_label("Key ID").fill("WRONGKEY12")
+        page.get_by_role("button", name="Save Apple settings").click()
+        expect_text(page, "Saved.")
+        page.get_by_role("link", name="Verify settings").click()
+        page.get_by_role("button", name="Verify settings").click()
+        expect_text(page, "Verification failed.")
+        text = page.locator("main").inner_text()
+        assert "invalid_client" in text
+        assert text.index("Key ID do not belong together") < text.index("clock")
+    finally:
+        page.goto(site.url + "/admin/apple")
+        page.get_by_label("Key ID").fill(key_id)
+        page.get_by_role("button", name="Save Apple settings").click()
+        expect_text(page, "Saved.")
+
+
+def test_embed_script_popup_on_another_origin(page: Any, site: Site) -> None:
+    admin_login(page, site)
+    page.get_by_role("link", name="Buttons & embedding").click()
+    assert page.locator("#preview").get_attribute("src").startswith("/buttons/apple")
+    page.get_by_label("Allowed origins").fill(site.other_url)
+    page.get_by_role("button", name="Save allowed origins").click()
+    expect_text(page, "Saved.")
+
+    page.goto(site.other_url + "/embed.html")
+    button = page.get_by_role("button", name="Sign in with Apple")
+    with page.expect_popup() as popup_info:
+        button.click()
+    popup = popup_info.value
+    popup.get_by_role("heading", name="Sign in with Apple").wait_for()
+    popup.get_by_label("sam.okafor@example.com").check()
+    popup.get_by_role("button", name="Continue").click()
+    page.wait_for_function("document.getElementById('result').textContent.length > 0")
+    result = json.loads(page.locator("#result").inner_text())
+    assert result["status"] == "ok", result
+    assert result["user"]["email"] == "sam.okafor@example.com"
+    assert result["cookie"].startswith("acs_")
+
+
+def test_appleid_auth_js_popup_flow(page: Any, site: Site) -> None:
+    page.goto(site.other_url + "/appleid.html")
+    with page.expect_popup() as popup_info:
+        page.get_by_role("button", name="Sign in with Apple").click()
+    popup = popup_info.value
+    popup.get_by_label("maria.ruiz@example.com").check()
+    popup.get_by_role("button", name="Continue").click()
+    page.wait_for_function("document.getElementById('result').textContent.length > 0")
+    result = json.loads(page.locator("#result").inner_text())
+    authorization = result["ok"]["authorization"]
+    assert authorization["state"] == "state-from-meta"
+    assert authorization["code"]
+    assert authorization["id_token"].count(".") == 2
+    assert result["ok"]["user"]["email"] == "maria.ruiz@example.com"
+
+    # Cancel in the popup rejects with Apple's error code.
+    page.locator("#result").evaluate("el => el.textContent = ''")
+    with page.expect_popup() as popup_info:
+        page.get_by_role("button", name="Sign in with Apple").click()
+    popup_info.value.get_by_role("button", name="Cancel").click()
+    page.wait_for_function("document.getElementById('result').textContent.length > 0")
+    failed = json.loads(page.locator("#result").inner_text())
+    assert failed == {"failed": {"error": "user_cancelled_authorize"}}
