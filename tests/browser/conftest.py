@@ -6,15 +6,12 @@ Screenshots go to ``artifacts/screenshots/`` (kept by CI as artifacts; not in gi
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +20,12 @@ import pytest
 playwright_sync = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
+from browser_helpers import Site  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.responses import HTMLResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from appleconnect.sandbox import Sandbox, build_sandbox_app  # noqa: E402
-from appleconnect.server import store  # noqa: E402
-from appleconnect.server.commands import admin_login_url  # noqa: E402
-from appleconnect.server.db import create_engine, migrate, session_factory  # noqa: E402
+from appleconnect.sandbox import build_sandbox_app  # noqa: E402
 
 CHROMIUM = os.environ.get("APPLECONNECT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -75,38 +70,6 @@ class ThreadedServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
-
-
-@dataclass
-class Site:
-    """The running sandbox service and the second origin that embeds it."""
-
-    url: str
-    other_url: str
-    sandbox: Sandbox
-
-    @property
-    def emulator(self) -> Any:
-        return self.sandbox.emulator_app.state.emulator
-
-    def admin_link(self) -> str:
-        """A fresh one-time admin login link, as `appleconnect admin login-link` prints."""
-        settings = self.sandbox.settings
-
-        async def make() -> str:
-            engine = create_engine(settings)
-            try:
-                await migrate(engine)
-                async with session_factory(engine)() as db:
-                    raw = await store.create_admin_login(db=db, ttl=300)
-                    await db.commit()
-            finally:
-                await engine.dispose()
-            return admin_login_url(settings, raw)
-
-        # Playwright's sync API keeps an event loop in this thread: run ours in another.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, make()).result(timeout=30)
 
 
 def _other_origin_app(service_url: str, services_id: str, redirect_uri: str) -> Starlette:
@@ -174,8 +137,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(url=url, other_url=other_url, sandbox=sandbox)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium for the module. Not session-wide: Playwright's sync API keeps an event loop
+    running in this thread while it is open, which pytest-asyncio's tests elsewhere cannot share."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing (CI installs Debian's chromium package)")

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from conftest import Site
+from browser_helpers import Site
 
 NEW_ACCOUNT = "new.tester@example.com"
 

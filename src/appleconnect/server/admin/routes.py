@@ -129,7 +129,9 @@ def page(
         "base-uri 'none'"
     )
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # "same-origin" rather than "no-referrer": with no referrer, browsers send "Origin: null" on
+    # form posts, and the origin check would refuse the panel's own forms.
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
