@@ -185,6 +185,7 @@ def _normalise_audiences(audiences: str | Iterable[str]) -> frozenset[str]:
 
 
 _STRING_BOOLS = {"true": True, "false": False}
+_new_tuple = tuple.__new__
 
 
 def _finish(
@@ -271,24 +272,29 @@ def _finish(
         raise err("at_hash", "at_hash does not match the access token.", claim="at_hash")
     if code is not None and c_hash is not None and not hmac.compare_digest(c_hash, oidc_hash(code)):
         raise err("c_hash", "c_hash does not match the authorization code.", claim="c_hash")
-    return IdentityToken(
-        sub,
-        aud,
-        iat,
-        exp,
-        email,
-        email_verified,
-        is_private_email,
-        real_user_status,
-        transfer_sub,
-        token_nonce,
-        nonce_supported,
-        auth_time,
-        at_hash,
-        c_hash,
-        org_id,
-        APPLE_ISSUER,
-        payload,
+    # tuple.__new__ directly: the same object the named tuple's constructor builds, without the
+    # Python-level wrapper call (this runs on every verification).
+    return _new_tuple(
+        IdentityToken,
+        (
+            sub,
+            aud,
+            iat,
+            exp,
+            email,
+            email_verified,
+            is_private_email,
+            real_user_status,
+            transfer_sub,
+            token_nonce,
+            nonce_supported,
+            auth_time,
+            at_hash,
+            c_hash,
+            org_id,
+            APPLE_ISSUER,
+            payload,
+        ),
     )
 
 
@@ -319,7 +325,9 @@ def verify_identity_token(
     The exception's ``reason`` names the failed check. Raises
     :class:`~appleconnect.AppleUnavailable` if Apple's keys cannot be fetched at all.
     """
-    allowed = _normalise_audiences(audiences)
+    allowed = (
+        audiences if type(audiences) is frozenset and audiences else _normalise_audiences(audiences)
+    )
     if nonce is not None:
         _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)
@@ -339,7 +347,9 @@ async def averify_identity_token(
     code: str | None = None,
 ) -> IdentityToken:
     """Async variant of :func:`verify_identity_token` (fetches keys without blocking)."""
-    allowed = _normalise_audiences(audiences)
+    allowed = (
+        audiences if type(audiences) is frozenset and audiences else _normalise_audiences(audiences)
+    )
     if nonce is not None:
         _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)
