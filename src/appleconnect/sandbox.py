@@ -9,6 +9,7 @@ configured Apple. This is the one module that knows both the service and the emu
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,19 +23,27 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from appleconnect.server import Settings, create_app, load_settings, store
+from appleconnect.server.admin.runtime import stored_settings
 from appleconnect.server.commands import admin_login_url
 from appleconnect.server.db import create_engine, migrate, session_factory
+from appleconnect.server.security import load_encryptor
 from appleconnect.server.settings import ENV_PREFIX, Secret, SettingsError
 
-__all__ = ["APPLE_PREFIX", "Sandbox", "build_sandbox_app", "serve"]
+__all__ = ["APPLE_PREFIX", "Sandbox", "build_sandbox_app", "register_with_emulator", "serve"]
 
 APPLE_PREFIX = "/apple"
 DEMO_KEY_FILE = "demo-api-key.txt"
 
+log = logging.getLogger("appleconnect.sandbox")
+
 
 @dataclass
 class Sandbox:
-    """The combined app and what it is made of (tests reach into ``emulator``)."""
+    """The combined app and what it is made of (tests reach into ``emulator``).
+
+    ``settings`` are the start-up settings; the ones in force, after any change made in the
+    admin panel, are ``service_app.state.service.settings``.
+    """
 
     app: Starlette
     service_app: Any
@@ -88,10 +97,19 @@ def build_sandbox_app(
             **(overrides or {}),
         },
     )
-    emulator.register_redirect_uri(team.services_id, settings.effective_redirect_uri)
+    register_with_emulator(emulator, settings)
     emulator.set_notification_url(settings.notification_url)
+
+    def on_apple_settings_changed(new: Settings) -> None:
+        # An admin changed the redirect URI or a client id in the panel: do what the operator
+        # of a real deployment does in Apple's developer portal, so the next sign-in works.
+        register_with_emulator(emulator, new)
+
     service_app = create_app(
-        settings, apple_transport=transport, outbound_transport=outbound_transport
+        settings,
+        apple_transport=transport,
+        outbound_transport=outbound_transport,
+        on_apple_settings_changed=on_apple_settings_changed,
     )
 
     @asynccontextmanager
@@ -115,7 +133,38 @@ def build_sandbox_app(
     )
 
 
-async def _prepare_db(settings: Settings, known_key: str) -> tuple[str, str]:
+def register_with_emulator(emulator: Any, settings: Settings) -> None:
+    """Make the emulator know the service's client ids (the Services ID as a web client, the
+    App IDs as native ones, in the settings' team) and its redirect URIs."""
+    if not settings.team_id:
+        return  # nothing to register before the Apple settings are set
+    try:
+        emulator.get_team(settings.team_id)
+    except ValueError:
+        log.warning(
+            "the emulator has no team %r: its client ids are not registered", settings.team_id
+        )
+        return
+    clients = ((settings.client_id, "web"), *((app_id, "native") for app_id in settings.app_ids))
+    for client_id, kind in clients:
+        if client_id and emulator.get_client(client_id) is None:
+            emulator.create_client(client_id=client_id, team_id=settings.team_id, kind=kind)
+    if settings.client_id:
+        for uri in (settings.effective_redirect_uri, *settings.app_redirect_uris):
+            emulator.register_redirect_uri(settings.client_id, uri)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``serve`` prints: the admin login link, the demo API key (sandbox mode) and the
+    Apple settings still missing once the admin panel's stored ones are applied."""
+
+    login: str
+    demo_key: str
+    apple_missing: tuple[str, ...]
+
+
+async def _prepare_db(settings: Settings, known_key: str) -> Prepared:
     """Migrate, make a one-time admin login link, and in sandbox mode a demo API key (the
     known one while it is still valid)."""
     engine = create_engine(settings)
@@ -128,23 +177,49 @@ async def _prepare_db(settings: Settings, known_key: str) -> tuple[str, str]:
                 demo_key = known_key
                 if not demo_key or await store.check_api_key(db=db, raw=demo_key) is None:
                     demo_key = await store.create_api_key(db=db, name="sandbox demo")
+            try:
+                effective = await stored_settings(
+                    db=db, encryptor=load_encryptor(settings), base=settings
+                )
+            except SettingsError as exc:
+                # The service logs this too and keeps the start settings; so does the banner.
+                log.error("the settings stored by the admin panel are not applied: %s", exc)
+                effective = settings
             await db.commit()
     finally:
         await engine.dispose()
-    return admin_login_url(settings, login), demo_key
+    return Prepared(admin_login_url(settings, login), demo_key, effective.apple_missing())
 
 
-def _prepare(settings: Settings) -> tuple[str, str]:
+def _prepare(settings: Settings) -> Prepared:
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file = data_dir / DEMO_KEY_FILE
     known = key_file.read_text().strip() if key_file.exists() else ""
-    login, demo_key = asyncio.run(_prepare_db(settings, known))
-    if demo_key and demo_key != known:
+    prepared = asyncio.run(_prepare_db(settings, known))
+    if prepared.demo_key and prepared.demo_key != known:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(demo_key + "\n")
-    return login, demo_key
+            fh.write(prepared.demo_key + "\n")
+    return prepared
+
+
+def production_banner(settings: Settings, prepared: Prepared) -> list[str]:
+    """The lines ``serve`` prints outside sandbox mode."""
+    lines = [
+        f"Apple Connect ({settings.mode} mode) on {settings.public_url}",
+        f"  admin login      {prepared.login}  (one-time link)",
+    ]
+    if prepared.demo_key:
+        lines.append(f"  demo API key     {prepared.demo_key}")
+    if prepared.apple_missing:
+        lines += [
+            f"  NOT CONFIGURED   missing Apple settings: {', '.join(prepared.apple_missing)}",
+            "                   /api/* and /auth/apple/* answer 503 not_configured until they "
+            "are set: open the admin login link, then Apple settings "
+            f"({settings.public_url.rstrip('/')}/admin/apple).",
+        ]
+    return lines
 
 
 def _has_env_configuration(environ: Mapping[str, str]) -> bool:
@@ -162,7 +237,7 @@ def serve(*, host: str, port: int, data_dir: Path, config: Path | None) -> None:
             sandbox = build_sandbox_app(Path(data_dir), public_url=public_url)
             app: Any = sandbox.app
             settings = sandbox.settings
-            login, demo_key = _prepare(settings)
+            prepared = _prepare(settings)
             click.echo(
                 "\n".join(
                     [
@@ -173,8 +248,8 @@ def serve(*, host: str, port: int, data_dir: Path, config: Path | None) -> None:
                         f"{public_url}/openapi.json)",
                         f"  emulated Apple   {public_url}{APPLE_PREFIX}/  (control API: "
                         f"{public_url}{APPLE_PREFIX}/emulator/)",
-                        f"  admin login      {login}  (one-time link)",
-                        f"  demo API key     {demo_key}",
+                        f"  admin login      {prepared.login}  (one-time link)",
+                        f"  demo API key     {prepared.demo_key}",
                         f"  data directory   {Path(data_dir).resolve()}",
                     ]
                 )
@@ -182,11 +257,7 @@ def serve(*, host: str, port: int, data_dir: Path, config: Path | None) -> None:
         else:
             settings = load_settings(data_dir=Path(data_dir), config=config)
             app = create_app(settings)
-            login, demo_key = _prepare(settings)
-            click.echo(f"Apple Connect ({settings.mode} mode) on {settings.public_url}")
-            click.echo(f"  admin login      {login}  (one-time link)")
-            if demo_key:
-                click.echo(f"  demo API key     {demo_key}")
+            click.echo("\n".join(production_banner(settings, _prepare(settings))))
     except SettingsError as exc:
         raise click.ClickException(f"configuration error: {exc}") from exc
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)

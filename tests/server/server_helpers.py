@@ -32,7 +32,9 @@ class Env:
 
     @property
     def settings(self) -> Any:
-        return self.sandbox.settings
+        """The settings in force now (the admin panel replaces them; start-up ones stay in
+        ``sandbox.settings``)."""
+        return self.service.settings
 
     @property
     def service(self) -> Any:

@@ -3,6 +3,7 @@ other processes, Verify settings, users, API keys, audit log, outbox, buttons an
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -116,11 +117,13 @@ async def test_a_change_reaches_another_process_through_the_version_stamp(
     env: Env, tmp_path: Path
 ) -> None:
     csrf = await login(env)
-    # A second "process": another runtime over the same database and the same start settings.
-    other_settings = env.settings.replace()
-    other = Runtime.for_settings(other_settings, apple_transport=None)
+    # A second "process": another runtime and service over the same database, from the same
+    # start settings.
+    other = Runtime.for_settings(env.sandbox.settings, apple_transport=None)
     other.interval = 0.0
-    await other.refresh(env.service)
+    other_service = dataclasses.replace(env.service, settings=env.sandbox.settings)
+    await other.refresh(other_service)
+    before = other_service.settings
     await env.http.post(
         "/admin/import",
         data={
@@ -131,10 +134,13 @@ async def test_a_change_reaches_another_process_through_the_version_stamp(
             "smtp_security": "starttls",
         },
     )
-    assert other_settings.default_role == "subscriber"
-    await other.refresh(env.service)
-    assert other_settings.default_role == "administrator"
-    assert other_settings.welcome_subject == "Hi"
+    assert other_service.settings.default_role == "subscriber"
+    await other.refresh(other_service)
+    assert other_service.settings.default_role == "administrator"
+    assert other_service.settings.welcome_subject == "Hi"
+    # Applied by replacing the frozen object, not by editing it.
+    assert other_service.settings is not before
+    assert before.default_role == "subscriber"
 
 
 async def test_apple_settings_validate_like_apple_and_keep_the_key_secret(env: Env) -> None:
@@ -325,3 +331,43 @@ async def test_embed_popup_posts_only_to_allowed_origins(env: Env) -> None:
     assert '"https://site.example"' in done.text
     forged = await env.http.get(finish.headers["location"])
     assert forged.status_code == 403  # the ticket cookie is single use
+
+
+async def test_sandbox_registers_a_changed_redirect_uri_and_client_id_with_the_emulator(
+    env: Env,
+) -> None:
+    csrf = await login(env)
+    team = env.emulator.default_team
+    new_uri = "http://localhost:8000/auth/apple/callback"
+    new_client = "com.example.panelweb"
+    assert env.emulator.get_client(new_client) is None
+    saved = await env.http.post(
+        "/admin/apple",
+        data={
+            "csrf": csrf,
+            "redirect_uri": new_uri,
+            "client_id": new_client,
+            "app_ids": team.app_id,
+            "team_id": team.team_id,
+            "key_id": team.key_id,
+            "secret_mode": "auto",
+        },
+    )
+    assert saved.status_code == 200, saved.text
+    client = env.emulator.get_client(new_client)
+    assert (client.team_id, client.kind) == (team.team_id, "web")
+    assert new_uri in client.redirect_uris
+    # The next sign-in goes through the new client id and the new redirect URI.
+    start = await env.http.get("/auth/apple/start")
+    query = parse_qs(urlsplit(start.headers["location"]).query)
+    assert (query["client_id"], query["redirect_uri"]) == ([new_client], [new_uri])
+    form = await env.consent(start.headers["location"], account=MARIA)
+    callback = await env.http.post(new_uri, data=form)
+    assert callback.status_code == 303, callback.text
+    finish = await env.http.get(callback.headers["location"])
+    assert finish.status_code == 303
+    info = await env.http.get(
+        "/api/get_currentuserinfo",
+        params={"cookie": finish.cookies[env.settings.cookie_name]},
+    )
+    assert info.json()["user"]["email"] == MARIA

@@ -85,6 +85,36 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+NOT_CONFIGURED_PATHS = ("/api/", "/auth/apple/")
+
+
+class NotConfiguredGate:
+    """Answer ``not_configured`` (503) on the sign-in paths while Apple settings are missing.
+
+    A production service may start without Apple credentials and get them from the admin panel;
+    until then the REST API and the web flow say so, and everything else (the admin panel
+    first) works. ``respond`` renders the error as JSON or as a page, like every other error.
+    """
+
+    def __init__(self, app: ASGIApp, respond: Callable[[Request, ServiceError], Response]) -> None:
+        self.app = app
+        self.respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(NOT_CONFIGURED_PATHS):
+            service: Service | None = getattr(scope["app"].state, "service", None)
+            if service is not None and service.apple.missing:
+                error = ServiceError(
+                    "not_configured",
+                    "Sign in with Apple is not set up on this service yet; the administrator "
+                    "enters the Apple settings in the admin panel.",
+                    status=503,
+                )
+                await self.respond(Request(scope), error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
     response = JSONResponse(
         error_body("payload_too_large", "The request body is too large."), status_code=413
@@ -95,6 +125,11 @@ async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
 def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
+
+
+def _settings(request: Request) -> Settings:
+    """The settings in force now: the admin panel swaps in a new object when it changes one."""
+    return _service(request).settings
 
 
 def _api_routes(path: str, methods: list[str]) -> list[tuple[str, str, str, bool]]:
@@ -137,7 +172,10 @@ ERROR_RESPONSES: dict[str, Any] = {
         },
     },
     "502": _error("Apple refused this service's credentials (the log says why)."),
-    "503": _error("Apple could not be reached."),
+    "503": _error(
+        "Apple could not be reached (apple_unavailable), or the service's Apple settings are "
+        "not set yet (not_configured)."
+    ),
 }
 _OBJECT = {"type": "object", "additionalProperties": True}
 SUCCESS_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -284,13 +322,21 @@ def create_app(
     apple_transport: httpx.AsyncBaseTransport | None = None,
     outbound_transport: httpx.AsyncBaseTransport | None = None,
     migrate_on_start: bool = True,
+    on_apple_settings_changed: Callable[[Settings], None] | None = None,
 ) -> FastAPI:
     """Build the Apple Connect service for ``settings``.
 
     ``apple_transport`` carries the service's calls to Apple (tests and sandbox mode pass the
     emulator's ASGI transport); ``outbound_transport`` carries POSTs to ``forward_uris``.
+    ``on_apple_settings_changed`` is called with the new settings whenever the admin panel's
+    Apple settings (redirect URI, client ids, credentials) take effect in this process,
+    including the first time the stored ones are applied after start.
+
+    ``settings`` are the ones the process starts with; routes read ``Service.settings``, which
+    the admin panel replaces with a new object when it changes a setting.
     """
-    settings.validate()
+    # Apple credentials may be missing: the admin panel can provide them later (NotConfiguredGate).
+    settings.validate(apple=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -314,7 +360,6 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings
     templates = Jinja2Templates(directory=str(TEMPLATES))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
@@ -340,6 +385,10 @@ def create_app(
             status_code=exc.status,
             headers=exc.headers,
         )
+
+    # Added after BodyLimit, so it runs before it; the admin panel's settings middleware
+    # (added last, by install_admin) runs before both, so a change made there counts at once.
+    app.add_middleware(NotConfiguredGate, respond=error_response)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> Response:
@@ -426,7 +475,7 @@ def create_app(
             )
         return user
 
-    def pick_client_id(values: dict[str, str]) -> str:
+    def pick_client_id(settings: Settings, values: dict[str, str]) -> str:
         audiences = settings.audiences
         if values.get("client_id"):
             if values["client_id"] not in audiences:
@@ -441,6 +490,7 @@ def create_app(
 
     async def apple_request_auth(request: Request) -> Response:
         service = _service(request)
+        settings = service.settings
         values = await read_params(request)
         await require_key(service, values, request)
         allowed = settings.app_redirect_uris or (settings.effective_redirect_uri,)
@@ -488,6 +538,7 @@ def create_app(
 
     async def apple_connect(request: Request) -> Response:
         service = _service(request)
+        settings = service.settings
         values = await read_params(request)
         await require_key(service, values, request)
         forward = values.get("redirect_uri")
@@ -523,7 +574,7 @@ def create_app(
                 nonce, client_id = pending.nonce, pending.client_id
                 exchange_redirect = pending.redirect_uri
             else:
-                client_id = pick_client_id(values)
+                client_id = pick_client_id(settings, values)
                 if client_id == settings.client_id:
                     exchange_redirect = (
                         settings.app_redirect_uris or (settings.effective_redirect_uri,)
@@ -630,6 +681,7 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(request: Request, signin: str | None = None) -> Response:
         service = _service(request)
+        settings = service.settings
         user = None
         token = request.cookies.get(settings.cookie_name)
         if token:
@@ -660,6 +712,7 @@ def create_app(
     @app.get("/auth/apple/start", summary="Start a web sign-in", responses=web_errors)
     async def start(request: Request, next: str | None = None) -> Response:
         service = _service(request)
+        settings = service.settings
         await limit_ip(service, request)
         next_path = safe_next(next)
         redirect_uri = settings.effective_redirect_uri
@@ -745,6 +798,7 @@ def create_app(
     @app.get("/auth/apple/finish", include_in_schema=False)
     async def finish(request: Request, handoff: str = "") -> Response:
         service = _service(request)
+        settings = service.settings
         async with service.sessions() as db:
             pending = await store.consume_handoff(db=db, raw=handoff, max_age=HANDOFF_MAX_AGE)
             if pending is None or pending.user_id is None:
@@ -770,7 +824,7 @@ def create_app(
     def same_origin(request: Request) -> None:
         origin = request.headers.get("origin")
         if origin and origin != "null":
-            mine = urlsplit(settings.public_url)
+            mine = urlsplit(_settings(request).public_url)
             theirs = urlsplit(origin)
             if (theirs.scheme, theirs.netloc) != (mine.scheme, mine.netloc) and (
                 theirs.netloc != request.headers.get("host")
@@ -781,6 +835,7 @@ def create_app(
     async def web_logout(request: Request) -> Response:
         same_origin(request)
         service = _service(request)
+        settings = service.settings
         token = request.cookies.get(settings.cookie_name)
         if token:
             async with service.sessions() as db:
@@ -794,6 +849,7 @@ def create_app(
     async def web_delete(request: Request) -> Response:
         same_origin(request)
         service = _service(request)
+        settings = service.settings
         user = await current_user(service, request.cookies.get(settings.cookie_name, ""))
         await delete_account(service=service, user_id=user.id, actor="user")
         response = RedirectResponse("/?signin=deleted", status_code=303)
@@ -818,7 +874,12 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    install_admin(app, settings, apple_transport=apple_transport)
+    install_admin(
+        app,
+        settings,
+        apple_transport=apple_transport,
+        on_apple_settings_changed=on_apple_settings_changed,
+    )
     return app
 
 

@@ -38,7 +38,11 @@ class TokenResult:
 
 
 class AppleGateway:
-    """Exchange, refresh, revoke and verify, for every client id in the allow-list."""
+    """Exchange, refresh, revoke and verify, for every client id in the allow-list.
+
+    While Apple settings are missing (:attr:`missing` names them) it has no clients, and the
+    service answers ``not_configured`` instead of calling it.
+    """
 
     def __init__(
         self,
@@ -48,11 +52,12 @@ class AppleGateway:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
+        self.missing = settings.apple_missing(private_key_pem=private_key_pem)
         self.audiences = settings.audiences
         self._http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0))
         self.keys = AppleKeys(base_url=settings.apple_base_url, async_http_client=self._http)
         self._clients: dict[str, AsyncAppleClient] = {}
-        for client_id in self.audiences:
+        for client_id in () if self.missing else self.audiences:
             secret: ClientSecret | str
             if settings.client_secret:
                 secret = settings.client_secret.get()

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 import click
 
 from . import store
+from .admin.runtime import stored_settings
 from .db import DbSession, create_engine, current_revision, migrate, session_factory
+from .security import load_encryptor
 from .settings import Settings, SettingsError, load_settings
 from .signin import close_service, delete_account, open_service
 from .transfer import export_transfer_subs, import_transfer_subs
@@ -67,6 +69,18 @@ def async_command(func: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..
         _run(func(*args, **kwargs))
 
     return wrapper
+
+
+async def _effective_settings(settings: Settings) -> Settings:
+    """``settings`` with what the admin panel stored on top: the Apple credentials of a
+    deployment configured in the panel live in the database, not in its configuration."""
+    engine = create_engine(settings)
+    try:
+        await migrate(engine)
+        async with session_factory(engine)() as db:
+            return await stored_settings(db=db, encryptor=load_encryptor(settings), base=settings)
+    finally:
+        await engine.dispose()
 
 
 async def _with_db(settings: Settings, body: Callable[[DbSession], Any]) -> Any:
@@ -202,9 +216,8 @@ async def users_delete(ref: str, yes: bool, data_dir: Path, config: Path | None)
         raise click.ClickException(f"no user matches {ref!r}")
     if not yes:
         click.confirm(f"Delete user {user.id} ({user.email or user.sub})?", abort=True)
-    try:
-        settings.validate()
-    except SettingsError:
+    settings = await _effective_settings(settings)
+    if settings.apple_missing():
         # Without Apple credentials (sandbox data read by the CLI) nothing can be revoked.
         async def delete_only(db: DbSession) -> None:
             await store.delete_user_data(db=db, user=user)
@@ -241,9 +254,9 @@ async def users_migrate(
     """App transfer: `export` stores each user's transfer_sub for the recipient team (run by
     the sending team); `import` swaps each transfer_sub for the new team's sub (run by the
     recipient team, within Apple's 60-day window)."""
-    settings = load_settings(data_dir=data_dir, config=config)
     if direction == "export" and not target_team_id:
         raise click.BadParameter("export needs --target-team-id", param_hint="--target-team-id")
+    settings = await _effective_settings(_settings(data_dir, config))
     settings.validate()
     service = await open_service(settings)
     try:

@@ -148,7 +148,7 @@ class Settings:
     @property
     def audiences(self) -> tuple[str, ...]:
         """Every client id whose tokens this service accepts (the aud allow-list)."""
-        return tuple(dict.fromkeys((self.client_id, *self.app_ids)))
+        return tuple(dict.fromkeys(c for c in (self.client_id, *self.app_ids) if c))
 
     @property
     def cookie_secure(self) -> bool:
@@ -168,13 +168,28 @@ class Settings:
                 ) from exc
         return ""
 
+    def apple_missing(self, *, private_key_pem: str | None = None) -> tuple[str, ...]:
+        """The Apple settings still unset, in the order an operator fills them in; empty when
+        sign-in can work. ``private_key_pem`` stands for the key when it comes from elsewhere
+        (the admin panel's stored copy); by default :meth:`private_key_pem` is read."""
+        missing = [] if self.client_id else ["client_id"]
+        if not self.client_secret:
+            missing += [name for name in ("team_id", "key_id") if not getattr(self, name)]
+            pem = self.private_key_pem() if private_key_pem is None else private_key_pem
+            if not pem:
+                missing.append("private_key")
+        return tuple(missing)
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def validate(self, *, apple: bool = True) -> None:
         """Raise :class:`SettingsError` naming the first setting that is wrong.
 
-        ``apple=False`` skips the Apple credentials, for commands that only touch the database.
+        ``apple=False`` lets the Apple credentials be missing: for commands that only touch the
+        database, and for a service that gets them from the admin panel (until then it answers
+        ``not_configured``; see :meth:`apple_missing`). Everything that is set is still checked,
+        and production mode still refuses the sandbox-only relaxations.
         """
         if self.mode not in ("sandbox", "production"):
             raise SettingsError("mode: must be 'sandbox' or 'production'.")

@@ -16,16 +16,24 @@ from starlette.requests import Request
 from ..settings import Settings
 from .buttons import embed_router
 from .routes import AdminRequired, Forbidden, admin_router, page
-from .runtime import Runtime, SettingsMiddleware
+from .runtime import AppleSettingsHook, Runtime, SettingsMiddleware
 
 __all__ = ["install"]
 
 
 def install(
-    app: FastAPI, settings: Settings, *, apple_transport: httpx.AsyncBaseTransport | None = None
+    app: FastAPI,
+    settings: Settings,
+    *,
+    apple_transport: httpx.AsyncBaseTransport | None = None,
+    on_apple_settings_changed: AppleSettingsHook | None = None,
 ) -> None:
     """Add the admin panel, the buttons and the embedding endpoints to the service ``app``."""
-    runtime = Runtime.for_settings(settings, apple_transport=apple_transport)
+    runtime = Runtime.for_settings(
+        settings,
+        apple_transport=apple_transport,
+        on_apple_settings_changed=on_apple_settings_changed,
+    )
     app.state.admin_runtime = runtime
     app.include_router(admin_router())
     app.include_router(embed_router())

@@ -316,7 +316,7 @@ def embed_router() -> APIRouter:
         response = RedirectResponse(
             "/auth/apple/start?" + urlencode({"next": next_path}), status_code=303
         )
-        settings = request.app.state.admin_runtime.live
+        settings = request.app.state.service.settings
         response.set_cookie(
             EMBED_COOKIE,
             ticket,
@@ -341,10 +341,11 @@ def embed_router() -> APIRouter:
         nonce = secrets.token_urlsafe(12)
         data: dict[str, Any]
         service = request.app.state.service
+        settings = service.settings
         if signin == "cancelled":
             data = {"type": MESSAGE_TYPE, "status": "error", "error": "user_cancelled_authorize"}
         else:
-            token = request.cookies.get(rt.live.cookie_name, "")
+            token = request.cookies.get(settings.cookie_name, "")
             async with service.sessions() as db:
                 user: User | None = await store.session_user(db=db, raw=token)
                 if user is None:
@@ -352,7 +353,7 @@ def embed_router() -> APIRouter:
                 else:
                     # A session of its own for the embedding site, like apple_connect's cookie.
                     cookie = await store.create_session(
-                        db=db, user_id=user.id, ttl=rt.live.session_ttl
+                        db=db, user_id=user.id, ttl=settings.session_ttl
                     )
                     await store.audit(
                         db=db,

@@ -109,7 +109,7 @@ def page(
 ) -> HTMLResponse:
     """Render an admin page with the things every page needs (CSRF token, nonce, mode)."""
     nonce = secrets.token_urlsafe(12)
-    settings: Settings = _runtime(request).live
+    settings: Settings = _service(request).settings
     response = templates.TemplateResponse(
         request,
         name,
@@ -118,6 +118,7 @@ def page(
             "nonce": nonce,
             "settings": settings,
             "sandbox": settings.sandbox,
+            "apple_missing": _service(request).apple.missing,
             "message": MESSAGES.get(request.query_params.get("done", "")),
             **context,
         },
@@ -150,7 +151,7 @@ async def _require_admin(request: Request) -> str:
 async def _form(request: Request, *, files: int = 0) -> FormData:
     """The POSTed form of an admin page, after the session, origin and CSRF checks."""
     raw = await _require_admin(request)
-    settings = _runtime(request).live
+    settings = _service(request).settings
     if not auth.same_origin(settings, request.headers.get("origin"), request.headers.get("host")):
         raise Forbidden
     form = await request.form(max_files=files, max_fields=MAX_FORM_FIELDS)
@@ -256,7 +257,7 @@ def secret_facts(service: Service, settings: Settings) -> dict[str, Any]:
 def _apple_context(request: Request) -> dict[str, Any]:
     service = _service(request)
     rt = _runtime(request)
-    s = rt.live
+    s = _service(request).settings
     pem = ""
     try:
         pem = s.private_key_pem()
@@ -302,7 +303,7 @@ async def _read_key_upload(form: FormData) -> tuple[str, str | None]:
 async def _apple_post(request: Request) -> Response:
     form = await _form(request, files=1)
     rt = _runtime(request)
-    s = rt.live
+    s = _service(request).settings
     errors: dict[str, str] = {}
     notes: list[str] = []
     changes: dict[str, Any] = {}
@@ -468,7 +469,7 @@ async def verify_settings(service: Service, settings: Settings) -> dict[str, Any
 
 
 def _import_context(request: Request) -> dict[str, Any]:
-    s = _runtime(request).live
+    s = _service(request).settings
     return {
         "rt": _runtime(request),
         "errors": {},
@@ -490,7 +491,7 @@ def _import_context(request: Request) -> dict[str, Any]:
 async def _import_post(request: Request) -> Response:
     form = await _form(request)
     rt = _runtime(request)
-    s = rt.live
+    s = _service(request).settings
     errors: dict[str, str] = {}
     values = {
         "default_role": _text(form, "default_role", 64),
@@ -571,7 +572,7 @@ def admin_router() -> APIRouter:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        settings = _runtime(request).live
+        settings = _service(request).settings
         if not auth.same_origin(
             settings, request.headers.get("origin"), request.headers.get("host")
         ):
@@ -633,7 +634,7 @@ def admin_router() -> APIRouter:
             {
                 "users": users or 0,
                 "keys": keys,
-                "secret": secret_facts(service, _runtime(request).live),
+                "secret": secret_facts(service, _service(request).settings),
             },
         )
 
@@ -654,7 +655,7 @@ def admin_router() -> APIRouter:
     @router.post("/verify")
     async def verify(request: Request) -> Response:
         await _form(request)
-        result = await verify_settings(_service(request), _runtime(request).live)
+        result = await verify_settings(_service(request), _service(request).settings)
         await _audit(
             request,
             "admin.settings_verified",
@@ -679,7 +680,7 @@ def admin_router() -> APIRouter:
         if "@" not in to or any(c.isspace() for c in to):
             context["test_result"] = (False, "Give the address to send the test email to.")
             return page(request, "import.html", context, status=400)
-        ok, detail = await send_test_email(_service(request), _runtime(request).live, to)
+        ok, detail = await send_test_email(_service(request), _service(request).settings, to)
         await _audit(request, "admin.test_email", detail={"to": to, "ok": ok})
         context["test_result"] = (ok, detail)
         return page(request, "import.html", context, status=200 if ok else 502)
@@ -710,7 +711,7 @@ def admin_router() -> APIRouter:
     async def change_role(request: Request, user_id: int) -> Response:
         form = await _form(request)
         role = _text(form, "role", 64)
-        settings = _runtime(request).live
+        settings = _service(request).settings
         if role not in settings.roles:
             return page(request, "message.html", {"text": "Unknown role."}, status=400)
         async with _service(request).sessions() as db:
@@ -863,7 +864,7 @@ def _embed_context(request: Request, options: SnippetOptions) -> dict[str, Any]:
         "options": options,
         "fields": BUTTON_FIELDS,
         "locales": LOCALES,
-        "snippets": snippets(rt.live.public_url, options),
+        "snippets": snippets(_service(request).settings.public_url, options),
         "preview_url": options.image_url(""),
         "origins": rt.allowed_origins,
         "origins_text": "\n".join(rt.allowed_origins),

@@ -8,10 +8,12 @@ with (configuration file and environment), validates the result and applies it. 
 in one process reaches the others within about a second, and the process that made it applies it
 at once.
 
-Applying means two things. The service's routes close over the one :class:`Settings` object that
-``create_app`` received, so its fields are updated in place (the object is frozen to keep code from
-changing it by accident; this module is the one writer). And when an Apple setting changed, the
-service's :class:`AppleGateway` is rebuilt, because its clients hold the client ids and secrets.
+Applying means swapping, never editing: the result is a new frozen :class:`Settings` that
+replaces ``Service.settings``, which every route reads afresh on each request. When an Apple
+setting changed, the service's :class:`AppleGateway` is rebuilt too (its clients hold the client
+ids and secrets), and the composition root is told through ``on_apple_settings_changed`` (sandbox
+mode uses it to register a new redirect URI or client id with the in-process emulator, which this
+package does not know).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +42,10 @@ __all__ = [
     "CHECK_INTERVAL",
     "EDITABLE",
     "EXTRAS",
+    "AppleSettingsHook",
     "Runtime",
     "SettingsMiddleware",
+    "stored_settings",
 ]
 
 log = logging.getLogger("appleconnect.server.admin")
@@ -96,13 +100,18 @@ def _encode(value: Any) -> Any:
     return value
 
 
+AppleSettingsHook = Callable[[Settings], None]
+"""Called with the new settings after an Apple setting changed (see ``create_app``)."""
+
+
 @dataclass
 class Runtime:
-    """The settings of one app: what it started with, what the panel stored, what applies."""
+    """The settings of one app: what it started with and what the panel stored. The settings
+    that apply are ``Service.settings``, replaced (never edited) by :meth:`refresh`."""
 
-    live: Settings
     base: Settings
     apple_transport: httpx.AsyncBaseTransport | None = None
+    on_apple_settings_changed: AppleSettingsHook | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     version: str | None = None
@@ -112,12 +121,16 @@ class Runtime:
 
     @classmethod
     def for_settings(
-        cls, settings: Settings, *, apple_transport: httpx.AsyncBaseTransport | None
+        cls,
+        settings: Settings,
+        *,
+        apple_transport: httpx.AsyncBaseTransport | None,
+        on_apple_settings_changed: AppleSettingsHook | None = None,
     ) -> Runtime:
         return cls(
-            live=settings,
-            base=dataclasses.replace(settings),
+            base=settings,
             apple_transport=apple_transport,
+            on_apple_settings_changed=on_apple_settings_changed,
         )
 
     def source(self, name: str) -> str:
@@ -132,13 +145,15 @@ class Runtime:
     def candidate(self, changes: Mapping[str, Any]) -> Settings:
         """The settings that ``changes`` (on top of the stored overrides) would give; validated.
 
+        A change to an Apple setting must leave them complete (the panel's Apple form sets them
+        together); other changes are accepted while the Apple settings are still missing.
         Raises :class:`SettingsError` naming the setting that is wrong.
         """
         merged = {**self.overrides, **changes}
         settings = dataclasses.replace(self.base, **merged)
-        settings.validate()
-        if settings.client_id and (settings.team_id or settings.client_secret):
-            pem = settings.private_key_pem()
+        settings.validate(apple=bool(changes.keys() & APPLE_FIELDS))
+        pem = settings.private_key_pem()
+        if not settings.apple_missing(private_key_pem=pem):
             try:
                 # Build (and discard) the clients: every client id, key and secret must load.
                 AppleGateway(settings, private_key_pem=pem)
@@ -177,31 +192,59 @@ class Runtime:
             log.error("the settings stored by the admin panel are not applied: %s", exc)
             self.version = version
             return
+        current = service.settings
         changed = {
             f.name
             for f in dataclasses.fields(Settings)
-            if getattr(target, f.name) != getattr(self.live, f.name)
+            if getattr(target, f.name) != getattr(current, f.name)
         }
-        for name in changed:
-            # The one place that writes to the frozen Settings object: see the module docstring.
-            object.__setattr__(self.live, name, getattr(target, name))
+        apple_changed = bool(changed & APPLE_FIELDS)
+        gateway = None
+        if apple_changed:
+            try:
+                gateway = AppleGateway(
+                    target,
+                    private_key_pem=target.private_key_pem(),
+                    transport=self.apple_transport,
+                )
+            except (ValueError, TypeError) as exc:
+                log.error("the Apple settings stored by the admin panel are not applied: %s", exc)
+                self.version = version
+                return
+        # Nothing awaits between here and the end, so a request sees either the old settings
+        # and gateway or the new ones, never a mix.
+        if changed:
+            service.settings = target
         self.overrides, self.extras, self.version = overrides, extras, version
-        if changed & APPLE_FIELDS:
-            self._rebuild_gateway(service)
+        if gateway is not None:
+            old, service.apple = service.apple, gateway
+            service.spawn(_close_later(old))
+        if apple_changed and self.on_apple_settings_changed is not None:
+            try:
+                self.on_apple_settings_changed(target)
+            except Exception:  # the hook belongs to the composition root; keep serving
+                log.exception("on_apple_settings_changed failed")
 
     def candidate_from(self, overrides: Mapping[str, Any]) -> Settings:
-        settings = dataclasses.replace(self.base, **overrides)
-        settings.validate()
-        return settings
+        return _overlay(self.base, overrides)
 
-    def _rebuild_gateway(self, service: Service) -> None:
-        old = service.apple
-        service.apple = AppleGateway(
-            self.live,
-            private_key_pem=self.live.private_key_pem(),
-            transport=self.apple_transport,
-        )
-        service.spawn(_close_later(old))
+
+def _overlay(base: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """``base`` with the panel's stored values on top, validated (Apple settings may be
+    missing: the service then answers ``not_configured``)."""
+    settings = dataclasses.replace(base, **overrides)
+    settings.validate(apple=False)
+    return settings
+
+
+async def stored_settings(*, db: DbSession, encryptor: Encryptor, base: Settings) -> Settings:
+    """The settings a process started from ``base`` applies once it has read what the admin
+    panel stored: for commands and start-up messages that run without a service.
+
+    Raises :class:`SettingsError` when the stored values do not validate over ``base``.
+    """
+    overrides, _extras = await _load(db, encryptor)
+    return _overlay(base, overrides)
 
 
 async def _close_later(gateway: AppleGateway, delay: float = 30.0) -> None:
