@@ -18,7 +18,6 @@ migration (team transfer) calls, following docs/apple-rest-api.md:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import json
 import logging
@@ -42,10 +41,10 @@ from ._constants import (
     REVOKE_PATH,
     TOKEN_PATH,
 )
+from ._doctor import decode_unverified, redirect_uri_problem
 from ._errors import AppleError, AppleUnavailable, apple_error_from_response
 from ._identity import IdentityToken, averify_identity_token
 from ._identity import verify_identity_token as _verify_identity_token
-from ._jws import b64url_decode
 from ._keys import AppleKeys
 from ._secret import ClientSecret, validate_client_id, validate_team_or_key_id
 
@@ -299,30 +298,10 @@ class _BaseClient:
     def _check_redirect_uri(self, redirect_uri: str) -> None:
         if not isinstance(redirect_uri, str):
             raise TypeError(f"redirect_uri must be a string, not {type(redirect_uri).__name__}.")
-        if "#" in redirect_uri:
-            raise ValueError(
-                f"Apple refuses a redirect_uri with a fragment ('#'): {redirect_uri!r}."
-            )
-        parts = urlsplit(redirect_uri)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"redirect_uri must be an absolute URL such as 'https://example.com/callback'; "
-                f"got {redirect_uri!r}."
-            )
-        if any(ch.isspace() or not ch.isprintable() for ch in redirect_uri):
-            raise ValueError(
-                f"redirect_uri contains spaces or control characters: {redirect_uri!r}."
-            )
-        if not self._is_apple:
-            return  # The emulator (sandbox, tests) accepts plain HTTP and localhost.
-        host = parts.hostname
-        if parts.scheme != "https":
-            raise ValueError(f"Apple requires an HTTPS redirect_uri; got {redirect_uri!r}.")
-        if host == "localhost" or host.endswith(".localhost") or _is_ip_address(host):
-            raise ValueError(
-                f"Apple refuses a redirect_uri on an IP address or localhost ({redirect_uri!r}); "
-                "use a registered domain name, or the emulator's base_url for local development."
-            )
+        # The emulator (sandbox, tests) accepts plain HTTP and localhost; Apple does not.
+        problem = redirect_uri_problem(redirect_uri, sandbox=not self._is_apple)
+        if problem:
+            raise ValueError(f"Apple would refuse the redirect_uri {redirect_uri!r}: {problem}.")
 
     # -- request building ----------------------------------------------------------------
 
@@ -1013,27 +992,14 @@ def _check_base_url(base_url: str) -> str:
     return stripped
 
 
-def _is_ip_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _check_static_secret(secret: str, client_id: str, now: float) -> int | None:
     """Check a pre-made client secret's claims when they are readable; return its ``exp``."""
     if not secret or any(ch.isspace() or not ch.isprintable() for ch in secret):
         raise ValueError("The client secret string is empty or contains spaces or line breaks.")
-    parts = secret.split(".")
-    if len(parts) != 3:
-        return None
     try:
-        claims = json.loads(b64url_decode(parts[1]))
+        _header, claims, _signature = decode_unverified(secret)
     except (ValueError, RecursionError):
-        return None
-    if not isinstance(claims, dict):
-        return None
+        return None  # not readable as a JWT: Apple will judge it
     sub = claims.get("sub")
     if sub is not None and sub != client_id:
         raise ValueError(

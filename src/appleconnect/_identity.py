@@ -113,10 +113,12 @@ def check_claims(
     now: float,
     leeway: float,
     error: type[InvalidToken],
-) -> tuple[str, int, int]:
-    """Check ``iss``, ``aud``, ``exp``, ``iat`` (and ``sub``) and return ``(aud, iat, exp)``.
+    require_exp: bool = True,
+) -> tuple[str, int, int | None]:
+    """Check ``iss``, ``aud``, ``exp`` and ``iat``; return ``(aud, iat, exp)``.
 
-    Shared with server-to-server notifications, which Apple signs and addresses the same way.
+    Shared with server-to-server notifications, which Apple signs and addresses the same way but
+    whose example payload has no ``exp`` (``require_exp=False``: checked only when present).
     """
     if payload.get("iss") != APPLE_ISSUER:
         raise error(
@@ -131,11 +133,10 @@ def check_claims(
             f"The token was issued to {aud!r}, which is not one of this service's client ids.",
             claim="aud",
         )
-    exp = _int_claim(payload, "exp", error, required=True)
+    exp = _int_claim(payload, "exp", error, required=require_exp)
     iat = _int_claim(payload, "iat", error, required=True)
-    assert exp is not None
     assert iat is not None
-    if now >= exp + leeway:
+    if exp is not None and now >= exp + leeway:
         raise error("exp", f"The token expired at {exp} (now {int(now)}).", claim="exp")
     if iat > now + leeway:
         raise error(
@@ -216,9 +217,11 @@ def _finish(
         or now >= exp + leeway
         or iat > now + leeway
     ):
-        aud, iat, exp = check_claims(
+        aud, iat, checked_exp = check_claims(
             payload, audiences=audiences, now=now, leeway=leeway, error=err
         )
+        assert checked_exp is not None  # required above
+        exp = checked_exp
     sub = get("sub")
     if type(sub) is not str or not sub:
         raise err("sub", "The token has no usable 'sub' claim.", claim="sub")
@@ -325,9 +328,7 @@ def verify_identity_token(
     The exception's ``reason`` names the failed check. Raises
     :class:`~appleconnect.AppleUnavailable` if Apple's keys cannot be fetched at all.
     """
-    allowed = (
-        audiences if type(audiences) is frozenset and audiences else _normalise_audiences(audiences)
-    )
+    allowed = _normalise_audiences(audiences)
     if nonce is not None:
         _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)
@@ -347,9 +348,7 @@ async def averify_identity_token(
     code: str | None = None,
 ) -> IdentityToken:
     """Async variant of :func:`verify_identity_token` (fetches keys without blocking)."""
-    allowed = (
-        audiences if type(audiences) is frozenset and audiences else _normalise_audiences(audiences)
-    )
+    allowed = _normalise_audiences(audiences)
     if nonce is not None:
         _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from appleconnect._constants import APPLE_BASE_URL
+from appleconnect._doctor import redirect_uri_problem
 
 __all__ = [
     "ENV_PREFIX",
@@ -25,7 +26,6 @@ __all__ = [
     "Settings",
     "SettingsError",
     "load_settings",
-    "redirect_uri_problem",
 ]
 
 ENV_PREFIX = "APPLECONNECT_"
@@ -248,35 +248,12 @@ class Settings:
             for uri in uris:
                 problem = redirect_uri_problem(uri)
                 if problem:
-                    raise SettingsError(f"{name}: {uri!r} {problem}")
+                    raise SettingsError(f"{name}: {uri!r} would be refused by Apple: {problem}.")
         for uri in self.forward_uris:
             if urlsplit(uri).scheme != "https":
                 raise SettingsError(f"forward_uris: {uri!r} must use https in production mode.")
         if self.smtp_host and self.smtp_security == "none":
             raise SettingsError("smtp_security: production mode refuses unencrypted SMTP.")
-
-
-def redirect_uri_problem(uri: str) -> str | None:
-    """Why Apple would reject ``uri`` as a redirect URI, or ``None`` when it is acceptable."""
-    parts = urlsplit(uri)
-    if parts.scheme != "https":
-        return "must use https (Apple rejects other schemes)."
-    host = parts.hostname or ""
-    if not host:
-        return "has no host name."
-    if parts.fragment or "#" in uri:
-        return "must not contain a fragment (#)."
-    if host == "localhost" or host.endswith(".localhost"):
-        return "must not be localhost (Apple rejects it)."
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return "must use a domain name, not an IP address (Apple rejects it)."
-    if "." not in host:
-        return "must use a fully qualified domain name."
-    return None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
