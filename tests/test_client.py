@@ -964,3 +964,11 @@ def test_verify_identity_token_uses_the_injected_clock(
     with pytest.raises(InvalidIdentityToken) as exc:
         client.verify_identity_token(id_token(rsa_key, issued), now=issued + 3600)
     assert exc.value.reason == "exp"
+
+
+def test_client_secret_is_exposed_for_expiry_display(secret: ClientSecret) -> None:
+    with AppleClient(CLIENT_ID, secret, base_url=BASE) as client:
+        assert client.client_secret is secret
+        assert client.client_secret_expires_at is None  # a ClientSecret re-mints itself
+    with AppleClient(CLIENT_ID, "not-a-jwt", base_url=BASE) as client:
+        assert client.client_secret == "not-a-jwt"

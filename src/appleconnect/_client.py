@@ -198,6 +198,12 @@ class _BaseClient:
     # -- configuration -------------------------------------------------------------------
 
     @property
+    def client_secret(self) -> ClientSecret | str:
+        """The client secret this client sends: the :class:`ClientSecret` it mints from (whose
+        ``expires_at`` tells when the current secret expires) or the pre-made string."""
+        return self._secret
+
+    @property
     def client_secret_expires_at(self) -> int | None:
         """Unix time at which a pre-made secret string expires.
 

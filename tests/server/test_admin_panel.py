@@ -119,7 +119,7 @@ async def test_a_change_reaches_another_process_through_the_version_stamp(
     csrf = await login(env)
     # A second "process": another runtime and service over the same database, from the same
     # start settings.
-    other = Runtime.for_settings(env.sandbox.settings, apple_transport=None)
+    other = Runtime(base=env.sandbox.settings)
     other.interval = 0.0
     other_service = dataclasses.replace(env.service, settings=env.sandbox.settings)
     await other.refresh(other_service)

@@ -8,8 +8,6 @@ the user, the encrypted refresh token and the session written, in one transactio
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import time
@@ -32,6 +30,7 @@ from appleconnect import (
     InvalidRequest,
     Notification,
 )
+from appleconnect._doctor import decode_unverified
 
 from . import store
 from .apple import AppleGateway, TokenResult
@@ -144,14 +143,10 @@ def unverified_claims(id_token: str | None) -> dict[str, Any]:
     """The payload of a JWT *without* verification: only to pick a client id or key a name."""
     if not id_token or len(id_token) > 16_384:
         return {}
-    parts = id_token.split(".")
-    if len(parts) != 3:
-        return {}
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
+        return decode_unverified(id_token)[1]
+    except ValueError:
         return {}
-    return payload if isinstance(payload, dict) else {}
 
 
 def _identity(token: IdentityToken) -> store.Identity:

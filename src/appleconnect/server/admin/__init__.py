@@ -29,8 +29,8 @@ def install(
     on_apple_settings_changed: AppleSettingsHook | None = None,
 ) -> None:
     """Add the admin panel, the buttons and the embedding endpoints to the service ``app``."""
-    runtime = Runtime.for_settings(
-        settings,
+    runtime = Runtime(
+        base=settings,
         apple_transport=apple_transport,
         on_apple_settings_changed=on_apple_settings_changed,
     )

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 
 from ..db import DbSession
 from ..models import SettingValue, utcnow
-from ..security import hash_token, new_token
+from ..security import constant_time_equal, hash_token, new_token
 from ..settings import Settings
 
 __all__ = [
@@ -88,7 +88,7 @@ def csrf_token(session_token: str) -> str:
 
 
 def check_csrf(session_token: str, submitted: str) -> bool:
-    return hmac.compare_digest(csrf_token(session_token), submitted or "")
+    return constant_time_equal(csrf_token(session_token), submitted or "")
 
 
 def same_origin(settings: Settings, origin: str | None, host: str | None) -> bool:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -28,6 +27,7 @@ from appleconnect import buttons
 
 from .. import store
 from ..models import User
+from ..security import constant_time_equal
 
 __all__ = [
     "BUTTON_FIELDS",
@@ -335,7 +335,7 @@ def embed_router() -> APIRouter:
         rt = request.app.state.admin_runtime
         expected = request.cookies.get(EMBED_COOKIE, "")
         if origin not in rt.allowed_origins or not (
-            expected and hmac.compare_digest(expected, ticket)
+            expected and constant_time_equal(expected, ticket)
         ):
             return _refusal("This sign-in window has expired; start again from the page.", 403)
         nonce = secrets.token_urlsafe(12)

@@ -11,21 +11,26 @@ import logging
 import secrets
 import smtplib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit
 
-from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
-from appleconnect import AppleConnectError, AppleUnavailable, InvalidClient, InvalidGrant
+from appleconnect import (
+    AppleConnectError,
+    AppleUnavailable,
+    ClientSecret,
+    InvalidClient,
+    InvalidGrant,
+)
 from appleconnect._doctor import (
     SECRET_EXPIRY_WARNING,
     Check,
@@ -37,6 +42,7 @@ from appleconnect._secret import load_private_key, validate_client_id, validate_
 from appleconnect.buttons import LOCALES
 
 from .. import store
+from ..errors import ServiceError
 from ..mail import _send
 from ..models import AuditEvent, OutboxMail, User, utcnow
 from ..settings import Secret, Settings, SettingsError
@@ -47,12 +53,14 @@ from .buttons import BUTTON_FIELDS, SnippetOptions, snippets
 __all__ = ["admin_router", "templates"]
 
 log = logging.getLogger("appleconnect.server.admin")
+T = TypeVar("T")
 TEMPLATES = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES))
 
 MAX_KEY_BYTES = 16_384
 MAX_FORM_FIELDS = 40
 PAGE_SIZE = 100
+_ANY_ID = "AAAAAAAAAA"  # a well-formed Team ID/Key ID, for key_facts
 
 # The usual causes of invalid_client, most likely first (field notes P1, P11, P13).
 INVALID_CLIENT_CAUSES = (
@@ -161,6 +169,12 @@ async def _form(request: Request, *, files: int = 0) -> FormData:
     return form
 
 
+async def _rows(request: Request, query: Select[T]) -> Sequence[T]:
+    """The rows of a read-only query, in a short session of their own."""
+    async with _service(request).sessions() as db:
+        return (await db.scalars(query)).all()
+
+
 def _text(form: FormData, name: str, limit: int = 2048) -> str:
     value = form.get(name)
     if not isinstance(value, str):
@@ -203,29 +217,18 @@ async def _save(
 # --- Apple settings --------------------------------------------------------------------------
 
 
-def key_facts(pem: str, settings: Settings) -> dict[str, str] | None:
+def key_facts(pem: str) -> dict[str, str] | None:
     """Fingerprint and curve of the configured key (the key itself is never shown)."""
     if not pem:
         return None
     try:
-        key = load_private_key(pem)
+        # The fingerprint depends on the key alone, so placeholder ids let it show even while
+        # the Team ID, Key ID or Client ID are still missing or wrong.
+        fingerprint = ClientSecret(_ANY_ID, _ANY_ID, "key.fingerprint", pem).fingerprint
     except (ValueError, TypeError) as exc:
         return {"fingerprint": "", "curve": "", "error": str(exc)}
-    try:
-        from appleconnect import ClientSecret
-
-        fingerprint = ClientSecret(
-            settings.team_id, settings.key_id, settings.client_id, pem
-        ).fingerprint
-    except (ValueError, TypeError):
-        import hashlib
-
-        der = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        fingerprint = hashlib.sha256(der).hexdigest()
-    curve = "P-256 (secp256r1)" if key.curve.name == "secp256r1" else key.curve.name
-    return {"fingerprint": fingerprint, "curve": curve, "error": ""}
+    # load_private_key (in ClientSecret) accepts P-256 keys only.
+    return {"fingerprint": fingerprint, "curve": "P-256 (secp256r1)", "error": ""}
 
 
 def secret_facts(service: Service, settings: Settings) -> dict[str, Any]:
@@ -246,9 +249,8 @@ def secret_facts(service: Service, settings: Settings) -> dict[str, Any]:
         }
     expires = None
     try:
-        client = service.apple.client(settings.client_id)
-        minted = getattr(client, "_secret", None)
-        expires = getattr(minted, "expires_at", None)
+        minted = service.apple.client(settings.client_id).client_secret
+        expires = minted.expires_at if isinstance(minted, ClientSecret) else None
     except (KeyError, ValueError, TypeError):
         expires = None
     return {"mode": "auto", "expires": expires, "warning": False, "expired": False}
@@ -257,8 +259,7 @@ def secret_facts(service: Service, settings: Settings) -> dict[str, Any]:
 def _apple_context(request: Request) -> dict[str, Any]:
     service = _service(request)
     rt = _runtime(request)
-    s = _service(request).settings
-    pem = ""
+    s = service.settings
     try:
         pem = s.private_key_pem()
     except SettingsError:
@@ -266,7 +267,7 @@ def _apple_context(request: Request) -> dict[str, Any]:
     strict = redirect_uri_problem(s.effective_redirect_uri)
     return {
         "rt": rt,
-        "key": key_facts(pem, s),
+        "key": key_facts(pem),
         "secret": secret_facts(service, s),
         "redirect_strict_problem": strict,
         "notification_url": s.notification_url,
@@ -311,12 +312,13 @@ async def _apple_post(request: Request) -> Response:
     redirect_uri = _text(form, "redirect_uri")
     if redirect_uri:
         problem = redirect_uri_problem(redirect_uri, sandbox=s.sandbox)
+        strict = redirect_uri_problem(redirect_uri)
         if problem:
             errors["redirect_uri"] = f"Apple would refuse this redirect URI: {problem}."
-        elif s.sandbox and redirect_uri_problem(redirect_uri):
+        elif strict:
             notes.append(
                 "Redirect URI accepted because this is sandbox mode; Apple would refuse it: "
-                f"{redirect_uri_problem(redirect_uri)}."
+                f"{strict}."
             )
     team_id = _text(form, "team_id", 64)
     key_id = _text(form, "key_id", 64)
@@ -572,14 +574,14 @@ def admin_router() -> APIRouter:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        settings = _service(request).settings
+        service = _service(request)
+        settings = service.settings
         if not auth.same_origin(
             settings, request.headers.get("origin"), request.headers.get("host")
         ):
             raise Forbidden
         form = await request.form(max_files=0, max_fields=5)
         token = form.get("token")
-        service = _service(request)
         async with service.sessions() as db:
             ok = isinstance(token, str) and await store.consume_admin_login(db=db, raw=token)
             if not ok:
@@ -703,8 +705,7 @@ def admin_router() -> APIRouter:
                     User.sub == q,
                 )
             )
-        async with _service(request).sessions() as db:
-            users = (await db.scalars(query)).all()
+        users = await _rows(request, query)
         return page(request, "users.html", {"users": users, "q": q, "report": None})
 
     @router.post("/users/{user_id}/role")
@@ -732,8 +733,6 @@ def admin_router() -> APIRouter:
     @router.post("/users/{user_id}/delete")
     async def delete_user(request: Request, user_id: int) -> Response:
         await _form(request)
-        from ..errors import ServiceError
-
         try:
             report = await delete_account(service=_service(request), user_id=user_id, actor="admin")
         except ServiceError:
@@ -778,8 +777,7 @@ def admin_router() -> APIRouter:
         query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(200)
         if sub:
             query = query.where(AuditEvent.sub == sub[:255])
-        async with _service(request).sessions() as db:
-            events = (await db.scalars(query)).all()
+        events = await _rows(request, query)
         return page(request, "audit.html", {"events": events, "sub": sub[:255]})
 
     @router.get("/notifications")
@@ -791,17 +789,13 @@ def admin_router() -> APIRouter:
             .order_by(AuditEvent.id.desc())
             .limit(200)
         )
-        async with _service(request).sessions() as db:
-            events = (await db.scalars(query)).all()
-        return page(request, "notifications.html", {"events": events})
+        return page(request, "notifications.html", {"events": await _rows(request, query)})
 
     @router.get("/outbox")
     async def outbox_page(request: Request) -> Response:
         await _require_admin(request)
         query = select(OutboxMail).order_by(OutboxMail.id.desc()).limit(200)
-        async with _service(request).sessions() as db:
-            mails = (await db.scalars(query)).all()
-        return page(request, "outbox.html", {"mails": mails})
+        return page(request, "outbox.html", {"mails": await _rows(request, query)})
 
     @router.get("/embed")
     async def embed_page(request: Request) -> Response:
@@ -837,8 +831,6 @@ NOTIFICATION_EVENTS = (
 
 def parse_origins(text: str) -> tuple[tuple[str, ...], str | None]:
     """Allowed origins, one a line; returns ``(origins, first invalid line or None)``."""
-    from urllib.parse import urlsplit
-
     origins: list[str] = []
     for line in text.replace(",", "\n").splitlines():
         value = line.strip().rstrip("/")

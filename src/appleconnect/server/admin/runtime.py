@@ -119,20 +119,6 @@ class Runtime:
     interval: float = CHECK_INTERVAL
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    @classmethod
-    def for_settings(
-        cls,
-        settings: Settings,
-        *,
-        apple_transport: httpx.AsyncBaseTransport | None,
-        on_apple_settings_changed: AppleSettingsHook | None = None,
-    ) -> Runtime:
-        return cls(
-            base=settings,
-            apple_transport=apple_transport,
-            on_apple_settings_changed=on_apple_settings_changed,
-        )
-
     def source(self, name: str) -> str:
         """``"panel"`` when the admin panel set ``name``, else ``"configuration"``."""
         return "panel" if name in self.overrides else "configuration"
@@ -187,7 +173,7 @@ class Runtime:
         version: str | None,
     ) -> None:
         try:
-            target = self.candidate_from(overrides)
+            target = _overlay(self.base, overrides)
         except SettingsError as exc:
             log.error("the settings stored by the admin panel are not applied: %s", exc)
             self.version = version
@@ -224,9 +210,6 @@ class Runtime:
                 self.on_apple_settings_changed(target)
             except Exception:  # the hook belongs to the composition root; keep serving
                 log.exception("on_apple_settings_changed failed")
-
-    def candidate_from(self, overrides: Mapping[str, Any]) -> Settings:
-        return _overlay(self.base, overrides)
 
 
 def _overlay(base: Settings, overrides: Mapping[str, Any]) -> Settings:
