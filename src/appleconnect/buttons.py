@@ -534,6 +534,13 @@ class _Layout:
     label_anchor: Literal["start", "middle"]
     rtl: bool
 
+    @property
+    def anchor_x(self) -> float:
+        """Where the label's text anchor sits: its left edge (start) or its middle."""
+        if self.label_anchor == "start":
+            return self.label_x
+        return self.label_x + self.label_width / 2
+
 
 def _layout(spec: ButtonSpec, text_em: float | None = None) -> _Layout:
     """Where everything goes; ``text_em`` is the label's measured width in em, if known."""
@@ -729,13 +736,9 @@ def render_svg(spec: ButtonSpec) -> str:
         commands.append("Z")
     lines.append(f'<path fill="{content}" d="{"".join(commands)}"/>')
     if spec.kind != "logo":
-        if layout.label_anchor == "start":
-            x = layout.label_x
-        else:
-            x = layout.label_x + layout.label_width / 2
         direction = ' direction="rtl" unicode-bidi="embed"' if layout.rtl else ""
         lines.append(
-            f'<text x="{_num(x)}" y="{_num(layout.baseline)}" fill="{content}" '
+            f'<text x="{_num(layout.anchor_x)}" y="{_num(layout.baseline)}" fill="{content}" '
             f'font-family="{_escape(_FONT_FAMILY)}" font-size="{_num(layout.font_size)}" '
             f'font-weight="{_FONT_WEIGHT}" text-anchor="{layout.label_anchor}" '
             f'xml:lang="{_lang(spec.locale)}"{direction}>{name}</text>'
@@ -868,16 +871,12 @@ def render_png(spec: ButtonSpec, *, font_paths: Sequence[str] | None = None) -> 
         polygon = [(px(x), px(y)) for x, y in _flatten(start, segments, steps)]
         draw.polygon(polygon, fill=255)
     if font is not None:
-        if layout.label_anchor == "start":
-            anchor, x = "ls", layout.label_x
-        else:
-            anchor, x = "ms", layout.label_x + layout.label_width / 2
         draw.text(
-            (px(x), px(layout.baseline)),
+            (px(layout.anchor_x), px(layout.baseline)),
             spec.label,
             fill=255,
             font=font,
-            anchor=anchor,
+            anchor="ls" if layout.label_anchor == "start" else "ms",
             direction=direction,
         )
 
@@ -890,11 +889,9 @@ def render_png(spec: ButtonSpec, *, font_paths: Sequence[str] | None = None) -> 
     # The alpha channel is the background's coverage exactly: corners outside the radius stay
     # fully transparent, and the logo, label and border only change the colour inside.
     foreground = content if border is None else ImageChops.lighter(content, border)
-    fill_rgb, content_rgb = ((0, 0, 0), (255, 255, 255))
-    if spec.color == "white":
-        fill_rgb, content_rgb = content_rgb, fill_rgb
+    fill_color, content_color = _colors(spec)
     image = Image.composite(
-        Image.new("RGB", size, content_rgb), Image.new("RGB", size, fill_rgb), foreground
+        Image.new("RGB", size, content_color), Image.new("RGB", size, fill_color), foreground
     )
     image.putalpha(background)
     output = io.BytesIO()

@@ -8,6 +8,7 @@ out.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import secrets
@@ -144,6 +145,12 @@ def read_secret_header(secret: str) -> dict[str, Any]:
     return header
 
 
+@functools.lru_cache(maxsize=256)
+def ec_public_key(public_pem: str) -> ECKey:
+    """The EC public key of a PEM, parsed once (parsing costs as much as a verification)."""
+    return ECKey.import_key(public_pem)
+
+
 def verify_es256(secret: str, public_pem: str) -> dict[str, Any]:
     """Verify an ES256 compact JWS with joserfc and return its claims.
 
@@ -161,7 +168,7 @@ def verify_es256(secret: str, public_pem: str) -> dict[str, Any]:
             "ES256 requires (a DER-encoded signature is rejected)."
         )
     try:
-        obj = jws.deserialize_compact(secret, ECKey.import_key(public_pem), algorithms=["ES256"])
+        obj = jws.deserialize_compact(secret, ec_public_key(public_pem), algorithms=["ES256"])
     except JoseError as exc:
         raise SecretCheckError("The client secret signature does not verify.") from exc
     try:

@@ -7,6 +7,7 @@ restart reloads exactly what was written. SQLite gives atomic, crash-safe writes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -28,7 +29,7 @@ class Store:
     """Write-through persistence for the emulator state; a no-op when ``path`` is ``None``."""
 
     def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,28 @@ class Store:
             return
         with self._lock:
             self._db.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the writes inside one transaction: one commit instead of one per write.
+
+        What was written is committed even if the block raises: the in-memory state it mirrors
+        has changed already. Nested batches join the outer one.
+        """
+        db = self._db
+        if db is None:
+            yield
+            return
+        with self._lock:
+            if db.in_transaction:
+                yield
+                return
+            db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                if db.in_transaction:  # SQLite may have rolled back after a failed write
+                    db.execute("COMMIT")
 
     def close(self) -> None:
         """Close the database file."""

@@ -15,11 +15,13 @@ import jinja2
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from appleconnect import buttons
+
 from . import protocol
 from ._errors import AppleError
 from .faults import FaultInjector, FaultMiddleware
 from .notifications import Notifier
-from .state import APPLE_ISSUER, EmulatorState, StateError
+from .state import APPLE_ISSUER, Account, EmulatorState, StateError
 
 MAX_FORM_BYTES = 16 * 1024
 """Largest body accepted on Apple's POST endpoints and the consent form."""
@@ -118,6 +120,63 @@ async def read_apple_form(request: Request) -> dict[str, str]:
     except BodyTooLarge as exc:
         raise AppleError("invalid_request", "The request body is too large.") from exc
     return parse_form(body)
+
+
+def parse_authorize_query(query: bytes) -> dict[str, list[str]]:
+    """The query string of an authorization request, refused when too large or malformed."""
+    if len(query) > MAX_QUERY_BYTES:
+        raise AppleError("invalid_request", "The request is too large.")
+    try:
+        return urllib.parse.parse_qs(
+            query.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AppleError("invalid_request", "The request is malformed.") from exc
+
+
+def consent_page(
+    state: EmulatorState, request: protocol.AuthorizeRequest, action: str
+) -> dict[str, Any]:
+    """Remember a validated request; the consent page's context, with ``action`` to post to."""
+    pending = state.save_pending(request.as_params())
+    return {
+        "action": action,
+        "request_id": pending.id,
+        "client_id": request.client.client_id,
+        "accounts": state.list_accounts(),
+        "scopes": request.scopes,
+    }
+
+
+def answer_consent(state: EmulatorState, form: Mapping[str, str]) -> protocol.AuthorizationResult:
+    """The consent form's answer, delivered to the client: the user's choice, or cancel.
+
+    The pending request is re-validated (the client may have changed since) and consumed only
+    once the answer is valid, so that a mistake on the form (say, an invalid new email) leaves
+    the page usable.
+    """
+    pending_id = form.get("request_id", "")
+    pending = state.peek_pending(pending_id)
+    if pending is None:
+        raise _answered()
+    validated = protocol.validate_authorize(state, {k: [v] for k, v in pending.params.items()})
+    account = None
+    if form.get("action") == "continue":
+        try:
+            account = _consent_account(state, form)
+        except StateError as exc:
+            raise AppleError("invalid_request", str(exc)) from exc
+    if state.take_pending(pending_id) is None:
+        raise _answered()
+    return protocol.authorize(
+        state,
+        validated,
+        account=account,
+        cancel=account is None,
+        share_email=form.get("share_email", "share") != "hide",
+        first_name=form.get("first_name") or None,
+        last_name=form.get("last_name") or None,
+    )
 
 
 def create_emulator_app(
@@ -237,68 +296,25 @@ def create_emulator_app(
     @app.get("/auth/authorize")
     async def authorize_page(request: Request) -> Response:
         """Validate the request like Apple, then show the consent page."""
-        query = request.scope.get("query_string", b"")
         try:
-            if len(query) > MAX_QUERY_BYTES:
-                raise AppleError("invalid_request", "The request is too large.")
-            try:
-                params = urllib.parse.parse_qs(
-                    query.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
-                )
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise AppleError("invalid_request", "The request is malformed.") from exc
+            params = parse_authorize_query(request.scope.get("query_string", b""))
             validated = protocol.validate_authorize(state, params)
         except AppleError as exc:
             return authorize_error(request, exc)
-        pending = state.save_pending(validated.as_params())
-        return html(
-            "consent.html",
-            action=f"{root_path(request)}/auth/authorize/consent",
-            request_id=pending.id,
-            client_id=validated.client.client_id,
-            accounts=state.list_accounts(),
-            scopes=validated.scopes,
-        )
+        action = f"{root_path(request)}/auth/authorize/consent"
+        return html("consent.html", **consent_page(state, validated, action))
 
     @app.post("/auth/authorize/consent")
     async def consent(request: Request) -> Response:
         """The consent form's answer: deliver the result to the redirect URI."""
         try:
-            body = await read_body(request, MAX_FORM_BYTES)
-            form = parse_form(body)
-            pending_id = form.get("request_id", "")
-            pending = state.peek_pending(pending_id)
-            if pending is None:
-                raise _answered()
-            validated = protocol.validate_authorize(
-                state, {k: [v] for k, v in pending.params.items()}
-            )
+            result = answer_consent(state, parse_form(await read_body(request, MAX_FORM_BYTES)))
         except BodyTooLarge:
             return authorize_error(
                 request, AppleError("invalid_request", "The request body is too large.")
             )
         except AppleError as exc:
             return authorize_error(request, exc)
-        if form.get("action") != "continue":
-            if state.take_pending(pending_id) is None:
-                return authorize_error(request, _answered())
-            return deliver(protocol.authorize(state, validated, account=None, cancel=True))
-        try:
-            # A mistake on the form (say, an invalid new email) leaves the page usable: the
-            # request is consumed only once the answer is valid.
-            account = _consent_account(state, form)
-        except StateError as exc:
-            return authorize_error(request, AppleError("invalid_request", str(exc)))
-        if state.take_pending(pending_id) is None:
-            return authorize_error(request, _answered())
-        result = protocol.authorize(
-            state,
-            validated,
-            account=account,
-            share_email=form.get("share_email", "share") != "hide",
-            first_name=form.get("first_name") or None,
-            last_name=form.get("last_name") or None,
-        )
         return deliver(result)
 
     @app.post("/auth/token")
@@ -336,8 +352,6 @@ def create_emulator_app(
 
     def button(kind: str) -> Callable[[Request], Any]:
         async def route(request: Request) -> Response:
-            from appleconnect import buttons
-
             try:
                 spec = buttons.parse_button_query(kind, request.query_params)  # type: ignore[arg-type]
             except buttons.ButtonParamsError:
@@ -366,7 +380,7 @@ def create_emulator_app(
     return app
 
 
-def _consent_account(state: EmulatorState, form: Mapping[str, str]) -> Any:
+def _consent_account(state: EmulatorState, form: Mapping[str, str]) -> Account:
     choice = form.get("account", "")
     if choice == "new":
         return state.create_account(

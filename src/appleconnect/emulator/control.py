@@ -19,9 +19,11 @@ from ._errors import AppleError, ControlError
 from .app import BodyTooLarge, apple_error, read_body
 from .faults import FaultError, FaultInjector, parse_fault
 from .notifications import Delivery, EventType, Notifier
-from .state import Account, EmulatorState, StateError
+from .state import DEFAULT_KEY_GRACE, Account, Client, Consent, EmulatorState, StateError
 
 MAX_JSON_BYTES = 64 * 1024
+MAX_CLOCK_OFFSET = 100 * 365 * 86400
+"""The control API keeps the clock within 100 years of the real one."""
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -70,6 +72,13 @@ def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
+def _str_list(data: dict[str, Any], name: str) -> list[str]:
+    value = data.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ControlError(f"{name} must be a list of strings.")
+    return value
+
+
 def _wait(request: Request, data: dict[str, Any]) -> bool:
     if "wait" in data:
         return _bool(data, "wait", False)
@@ -85,6 +94,13 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
         if account is None:
             raise ControlError(f"No Apple ID {ref!r}.", status=404)
         return account
+
+    def consents_of(account: Account, team_id: str | None) -> list[Consent]:
+        # The Apple ID's consents, or only its consent for ``team_id`` when given.
+        return [c for c in state.consents_of(account.id) if team_id is None or c.team_id == team_id]
+
+    def clock_json() -> Response:
+        return _json({"now": state.now(), "offset_seconds": state.settings.clock_offset})
 
     async def send(deliveries: list[Delivery], wait: bool) -> Response:
         for delivery in deliveries:
@@ -184,9 +200,7 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
         team_id = _str(data, "team_id", required=False, limit=32)
         event: EventType = "email-enabled" if enabled else "email-disabled"
         deliveries = []
-        for consent in state.consents_of(account.id):
-            if team_id is not None and consent.team_id != team_id:
-                continue
+        for consent in consents_of(account, team_id):
             state.set_forwarding(account.id, consent.team_id, enabled)
             if consent.share_email:
                 continue
@@ -208,9 +222,7 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
         data = await _body(request)
         team_id = _str(data, "team_id", required=False, limit=32)
         deliveries = []
-        for consent in state.consents_of(account.id):
-            if team_id is not None and consent.team_id != team_id:
-                continue
+        for consent in consents_of(account, team_id):
             state.end_consent(account.id, consent.team_id)
             deliveries.append(
                 notifier.build(
@@ -308,7 +320,7 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
     async def rotate(request: Request) -> Response:
         """New signing key; the old one stays in the JWKS for ``grace_seconds`` (default 7 days)."""
         data = await _body(request)
-        grace = data.get("grace_seconds", 7 * 86400)
+        grace = data.get("grace_seconds", DEFAULT_KEY_GRACE)
         if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
             raise ControlError("grace_seconds must be a non-negative number.")
         kid = state.rotate_signing_key(grace_seconds=float(grace))
@@ -330,9 +342,7 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
             services_id=_str(data, "services_id", required=False, limit=255),
             notification_url=_str(data, "notification_url", required=False),
         )
-        uris = data.get("redirect_uris", [])
-        if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
-            raise ControlError("redirect_uris must be a list of strings.")
+        uris = _str_list(data, "redirect_uris")
         if uris and created["services_id"] is None:
             raise ControlError("redirect_uris need a services_id.")
         for uri in uris:
@@ -367,9 +377,7 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
         kind = data.get("kind", "web")
         if kind not in ("web", "native"):
             raise ControlError("kind must be 'web' or 'native'.")
-        uris = data.get("redirect_uris", [])
-        if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
-            raise ControlError("redirect_uris must be a list of strings.")
+        uris = _str_list(data, "redirect_uris")
         client = state.create_client(
             client_id=_str(data, "client_id", limit=255),
             team_id=_str(data, "team_id", required=False, limit=20) or state.default_team.team_id,
@@ -417,7 +425,7 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
     @add("/clock", "GET")
     async def clock(request: Request) -> Response:
         """The emulator's time and its offset from the real clock."""
-        return _json({"now": state.now(), "offset_seconds": state.settings.clock_offset})
+        return clock_json()
 
     @add("/clock", "PUT")
     async def set_clock(request: Request) -> Response:
@@ -426,10 +434,10 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
         offset = data.get("offset_seconds")
         if not isinstance(offset, int | float) or isinstance(offset, bool):
             raise ControlError("offset_seconds must be a number.")
-        if abs(offset) > 100 * 365 * 86400:
+        if abs(offset) > MAX_CLOCK_OFFSET:
             raise ControlError("offset_seconds must be within 100 years.")
         state.set_clock_offset(float(offset))
-        return _json({"now": state.now(), "offset_seconds": state.settings.clock_offset})
+        return clock_json()
 
     @add("/clock/advance", "POST")
     async def advance_clock(request: Request) -> Response:
@@ -438,10 +446,10 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
         seconds = data.get("seconds")
         if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
             raise ControlError("seconds must be a non-negative number.")
-        if state.settings.clock_offset + seconds > 100 * 365 * 86400:
+        if state.settings.clock_offset + seconds > MAX_CLOCK_OFFSET:
             raise ControlError("The offset must stay within 100 years.")
         state.set_clock_offset(state.settings.clock_offset + float(seconds))
-        return _json({"now": state.now(), "offset_seconds": state.settings.clock_offset})
+        return clock_json()
 
     @add("/settings", "PUT")
     async def settings(request: Request) -> Response:
@@ -454,7 +462,7 @@ def control_router(state: EmulatorState, notifier: Notifier, faults: FaultInject
     return router
 
 
-def _client_json(client: Any) -> dict[str, Any]:
+def _client_json(client: Client) -> dict[str, Any]:
     return {
         "client_id": client.client_id,
         "team_id": client.team_id,

@@ -17,6 +17,7 @@ redirect URI only, so no other page can read the code.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -28,9 +29,22 @@ import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from appleconnect.buttons import LOCALES
+
 from . import protocol
 from ._errors import AppleError
-from .state import EmulatorState, StateError
+from .app import (
+    MAX_FORM_BYTES,
+    MAX_QUERY_BYTES,
+    BodyTooLarge,
+    answer_consent,
+    consent_page,
+    parse_authorize_query,
+    parse_form,
+    read_body,
+    root_path,
+)
+from .state import EmulatorState
 
 __all__ = ["jsapi_router"]
 
@@ -41,6 +55,11 @@ _FRAME_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _LOCALE = re.compile(r"[a-z]{2}_[A-Z]{2}")
 
 
+@functools.cache
+def _script() -> bytes:
+    return SCRIPT.read_bytes()
+
+
 def _origin(uri: str) -> str:
     parts = urllib.parse.urlsplit(uri)
     return f"{parts.scheme}://{parts.netloc}"
@@ -48,10 +67,6 @@ def _origin(uri: str) -> str:
 
 def jsapi_router(state: EmulatorState, templates: jinja2.Environment) -> APIRouter:
     """The script and the popup's two endpoints, for ``create_emulator_app`` to include."""
-    from appleconnect.buttons import LOCALES
-
-    from .app import MAX_FORM_BYTES, BodyTooLarge, _consent_account, parse_form, read_body
-
     router = APIRouter(include_in_schema=False)
 
     def html(template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -83,7 +98,7 @@ def jsapi_router(state: EmulatorState, templates: jinja2.Environment) -> APIRout
         if not _LOCALE.fullmatch(locale) or locale not in LOCALES:
             return Response(status_code=404)
         return Response(
-            SCRIPT.read_bytes(),
+            _script(),
             media_type="text/javascript; charset=utf-8",
             headers={"Cache-Control": "public, max-age=3600"},
         )
@@ -93,28 +108,16 @@ def jsapi_router(state: EmulatorState, templates: jinja2.Environment) -> APIRout
         query = request.scope.get("query_string", b"")
         frame_id = request.query_params.get("frame_id", "")
         try:
-            if len(query) > 8192 or not _FRAME_ID.fullmatch(frame_id):
+            if len(query) > MAX_QUERY_BYTES or not _FRAME_ID.fullmatch(frame_id):
                 raise AppleError("invalid_request", "The request is malformed.")
-            params = urllib.parse.parse_qs(
-                query.decode("utf-8"), keep_blank_values=True, max_num_fields=32
-            )
+            params = parse_authorize_query(query)
             params.pop("frame_id", None)
             validated = protocol.validate_authorize(state, as_form_post(params))
-        except (AppleError, UnicodeDecodeError, ValueError) as exc:
-            if isinstance(exc, AppleError):
-                return error_page(exc)
-            return error_page(AppleError("invalid_request", "The request is malformed."))
-        pending = state.save_pending(validated.as_params())
-        root = str(request.scope.get("root_path", "")).rstrip("/")
-        action = f"{root}/appleauth/popup/consent?" + urllib.parse.urlencode({"frame_id": frame_id})
-        return html(
-            "consent.html",
-            action=action,
-            request_id=pending.id,
-            client_id=validated.client.client_id,
-            accounts=state.list_accounts(),
-            scopes=validated.scopes,
-        )
+        except AppleError as exc:
+            return error_page(exc)
+        query_part = urllib.parse.urlencode({"frame_id": frame_id})
+        action = f"{root_path(request)}/appleauth/popup/consent?{query_part}"
+        return html("consent.html", **consent_page(state, validated, action))
 
     @router.post("/appleauth/popup/consent")
     async def popup_consent(request: Request) -> Response:
@@ -122,38 +125,11 @@ def jsapi_router(state: EmulatorState, templates: jinja2.Environment) -> APIRout
         try:
             if not _FRAME_ID.fullmatch(frame_id):
                 raise AppleError("invalid_request", "The request is malformed.")
-            form = parse_form(await read_body(request, MAX_FORM_BYTES))
-            pending_id = form.get("request_id", "")
-            pending = state.peek_pending(pending_id)
-            if pending is None:
-                raise AppleError(
-                    "invalid_request", "This sign-in request has expired or was already answered."
-                )
-            validated = protocol.validate_authorize(
-                state, {k: [v] for k, v in pending.params.items()}
-            )
-            account = None
-            if form.get("action") == "continue":
-                account = _consent_account(state, form)
-            if state.take_pending(pending_id) is None:
-                raise AppleError(
-                    "invalid_request", "This sign-in request has expired or was already answered."
-                )
+            result = answer_consent(state, parse_form(await read_body(request, MAX_FORM_BYTES)))
         except BodyTooLarge:
             return error_page(AppleError("invalid_request", "The request body is too large."))
-        except StateError as exc:
-            return error_page(AppleError("invalid_request", str(exc)))
         except AppleError as exc:
             return error_page(exc)
-        result = protocol.authorize(
-            state,
-            validated,
-            account=account,
-            cancel=account is None,
-            share_email=form.get("share_email", "share") != "hide",
-            first_name=form.get("first_name") or None,
-            last_name=form.get("last_name") or None,
-        )
         params = result.params
         data: dict[str, Any]
         if "error" in params:
@@ -168,12 +144,12 @@ def jsapi_router(state: EmulatorState, templates: jinja2.Environment) -> APIRout
             }
             if "user" in params:
                 data["user"] = json.loads(params["user"])
-        assert validated.redirect_uri is not None
+        assert result.redirect_uri is not None
         message = {"type": MESSAGE_TYPE, "frame_id": frame_id, "data": data}
         return html(
             "web_message.html",
             message=json.dumps(message),
-            target_origin=json.dumps(_origin(validated.redirect_uri)),
+            target_origin=json.dumps(_origin(result.redirect_uri)),
         )
 
     return router

@@ -16,16 +16,19 @@ from typing import Any
 from . import _jose
 from ._errors import AppleError
 from .state import (
+    ACCESS_TOKEN_TTL,
     CLIENT_SECRET_IAT_SKEW,
     CLIENT_SECRET_MAX_TTL,
     ID_TOKEN_TTL_AUTHORIZE,
     ID_TOKEN_TTL_TOKEN,
+    MIGRATION_WINDOW,
+    AccessToken,
     Account,
     Client,
-    Code,
     Consent,
     EmulatorState,
     StateError,
+    Transfer,
 )
 
 ALLOWED_SCOPES = frozenset({"openid", "email", "name"})
@@ -352,7 +355,17 @@ def token(state: EmulatorState, form: Mapping[str, str]) -> dict[str, Any]:
     access = state.issue_access_token(
         client_id=client.client_id, team_id=client.team_id, account_id=None, scope=scope
     )
-    return {"access_token": access.token, "token_type": "Bearer", "expires_in": 3600}
+    return _token_response(access)
+
+
+def _token_response(access: AccessToken, **tokens: str) -> dict[str, Any]:
+    # Apple's TokenResponse: the access token first, then refresh_token and id_token if any.
+    return {
+        "access_token": access.token,
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TOKEN_TTL,
+        **tokens,
+    }
 
 
 def _code_grant(state: EmulatorState, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
@@ -373,20 +386,17 @@ def _code_grant(state: EmulatorState, client: Client, form: Mapping[str, str]) -
         redirect_uri = form.get("redirect_uri")
         if code.redirect_uri is not None and redirect_uri != code.redirect_uri:
             raise AppleError("invalid_client", "Invalid redirect_uri.")
+        # One store transaction for the spent code and both new tokens.
         state.mark_code_used(code)
-    account = _account(state, code.account_id)
-    refresh = state.issue_refresh_token(code)
-    access = state.issue_access_token(
-        client_id=client.client_id, team_id=client.team_id, account_id=account.id
+        account = _account(state, code.account_id)
+        refresh = state.issue_refresh_token(code)
+        access = state.issue_access_token(
+            client_id=client.client_id, team_id=client.team_id, account_id=account.id
+        )
+    id_token = _token_id_token(
+        state, client, account, access, nonce=code.nonce, auth_time=code.auth_time, first=code.first
     )
-    id_token = _token_id_token(state, client, account, code, access.token)
-    return {
-        "access_token": access.token,
-        "token_type": "Bearer",
-        "expires_in": 3600,
-        "refresh_token": refresh.token,
-        "id_token": id_token,
-    }
+    return _token_response(access, refresh_token=refresh.token, id_token=id_token)
 
 
 def _account(state: EmulatorState, account_id: str) -> Account:
@@ -397,20 +407,27 @@ def _account(state: EmulatorState, account_id: str) -> Account:
 
 
 def _token_id_token(
-    state: EmulatorState, client: Client, account: Account, code: Code | None, access: str
+    state: EmulatorState,
+    client: Client,
+    account: Account,
+    access: AccessToken,
+    *,
+    nonce: str | None,
+    auth_time: int,
+    first: bool,
 ) -> str:
-    consent = state.consent(account.id, client.team_id)
+    """The id_token of a ``/auth/token`` answer, bound to its access token by ``at_hash``."""
     claims = id_token_claims(
         state,
         client=client,
         account=account,
-        consent=consent,
-        nonce=code.nonce if code is not None else None,
-        auth_time=code.auth_time if code is not None else int(state.now()),
+        consent=state.consent(account.id, client.team_id),
+        nonce=nonce,
+        auth_time=auth_time,
         ttl=ID_TOKEN_TTL_TOKEN,
-        first=code.first if code is not None else False,
+        first=first,
     )
-    claims["at_hash"] = _jose.half_hash(access)
+    claims["at_hash"] = _jose.half_hash(access.token)
     return state.signer().sign(claims)
 
 
@@ -429,24 +446,10 @@ def _refresh_grant(state: EmulatorState, client: Client, form: Mapping[str, str]
     access = state.issue_access_token(
         client_id=client.client_id, team_id=client.team_id, account_id=account.id
     )
-    consent = state.consent(account.id, client.team_id)
-    claims = id_token_claims(
-        state,
-        client=client,
-        account=account,
-        consent=consent,
-        nonce=None,
-        auth_time=refresh.auth_time,
-        ttl=ID_TOKEN_TTL_TOKEN,
-        first=False,
+    id_token = _token_id_token(
+        state, client, account, access, nonce=None, auth_time=refresh.auth_time, first=False
     )
-    claims["at_hash"] = _jose.half_hash(access.token)
-    return {
-        "access_token": access.token,
-        "token_type": "Bearer",
-        "expires_in": 3600,
-        "id_token": state.signer().sign(claims),
-    }
+    return _token_response(access, id_token=id_token)
 
 
 def revoke(state: EmulatorState, form: Mapping[str, str]) -> tuple[str, str] | None:
@@ -510,16 +513,14 @@ def usermigrationinfo(
         if target == client.team_id:
             raise AppleError("invalid_request", "The target team is the sending team.")
         transfer = state.record_transfer(account.id, client.team_id, target)
-        if transfer.created + 60 * 86400 <= state.now():
-            raise AppleError("invalid_request", "The migration period has ended.")
+        _check_migration_window(state, transfer)
         return {"transfer_sub": transfer.transfer_sub}
     if not transfer_sub:
         raise AppleError("invalid_request", "The parameter transfer_sub is missing.")
     incoming = state.get_transfer(transfer_sub)
     if incoming is None or incoming.to_team != client.team_id:
         raise AppleError("invalid_request", "The transfer_sub is invalid.")
-    if incoming.created + 60 * 86400 <= state.now():
-        raise AppleError("invalid_request", "The migration period has ended.")
+    _check_migration_window(state, incoming)
     target_account = state.find_account(incoming.account_id)
     if target_account is None:
         raise AppleError("invalid_request", "The transfer_sub is invalid.")
@@ -545,3 +546,8 @@ def usermigrationinfo(
         out["email"] = state.relay_email_for(target_account.id, client.team_id)
     out["is_private_email"] = private
     return out
+
+
+def _check_migration_window(state: EmulatorState, transfer: Transfer) -> None:
+    if transfer.created + MIGRATION_WINDOW <= state.now():
+        raise AppleError("invalid_request", "The migration period has ended.")

@@ -351,11 +351,20 @@ class EmulatorState:
     # -- persistence -----------------------------------------------------------------------------
 
     def _save_settings(self) -> None:
-        self._store.put("settings", "settings", asdict(self.settings))
+        self._store.put("settings", "settings", vars(self.settings))
 
     def _put(self, kind: str, key: str, record: Any) -> None:
+        # vars(), not asdict(): the store only serialises the fields, and asdict's deep copy is
+        # the costliest step of a write on the /auth/token path.
         self._data[kind][key] = record
-        self._store.put(kind, key, asdict(record))
+        self._store.put(kind, key, vars(record))
+
+    def _put_expiring(self, kind: str, key: str, record: Any) -> None:
+        # Codes and access tokens pile up: every 256th one purges the long-expired ones.
+        self._put(kind, key, record)
+        self._writes += 1
+        if self._writes % 256 == 0:
+            self._purge(self.now())
 
     def _delete(self, kind: str, key: str) -> None:
         self._data[kind].pop(key, None)
@@ -370,8 +379,8 @@ class EmulatorState:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the state lock (for multi-step changes made by the protocol layer)."""
-        with self._lock:
+        """Hold the state lock for a multi-step change, written to the store in one transaction."""
+        with self._lock, self._store.batch():
             yield
 
     # -- default team and credentials.json -------------------------------------------------------
@@ -501,9 +510,7 @@ class EmulatorState:
             if key_id in self._data["client_key"]:
                 raise StateError(f"Key {key_id} already exists.")
             try:
-                from joserfc.jwk import ECKey
-
-                ECKey.import_key(public_pem)
+                _jose.ec_public_key(public_pem)
             except Exception as exc:  # joserfc raises several types for bad PEM
                 raise StateError("public_pem is not a P-256 public key PEM.") from exc
             self._put("client_key", key_id, ClientKey(key_id, team_id, public_pem, None))
@@ -684,7 +691,7 @@ class EmulatorState:
 
     def remove_account(self, account_id: str) -> None:
         """Delete an Apple ID and everything issued to it (no notification: see the control API)."""
-        with self._lock:
+        with self.locked():
             for kind in ("consent", "code", "refresh_token", "access_token", "transfer"):
                 for key, record in list(self._data[kind].items()):
                     if record.account_id == account_id:
@@ -749,7 +756,7 @@ class EmulatorState:
 
     def end_consent(self, account_id: str, team_id: str) -> bool:
         """End a consent and invalidate every token and code it produced; True if there was one."""
-        with self._lock:
+        with self.locked():
             existed = self.consent(account_id, team_id) is not None
             self._delete("consent", f"{account_id}|{team_id}")
             for kind in ("code", "refresh_token", "access_token"):
@@ -796,19 +803,17 @@ class EmulatorState:
             first=first,
         )
         with self._lock:
-            self._put("code", code.code, code)
-            self._writes += 1
-            if self._writes % 256 == 0:
-                self._purge(now)
+            self._put_expiring("code", code.code, code)
         return code
 
     def _purge(self, now: float) -> None:
         # Keep used and expired codes and tokens for an hour, so that a replay gets "already
         # used" rather than "expired or revoked", then forget them. Runs every 256 writes.
-        for kind in ("code", "access_token"):
-            for key, record in list(self._data[kind].items()):
-                if record.expires_at + 3600 < now:
-                    self._delete(kind, key)
+        with self._store.batch():
+            for kind in ("code", "access_token"):
+                for key, record in list(self._data[kind].items()):
+                    if record.expires_at + 3600 < now:
+                        self._delete(kind, key)
 
     def get_code(self, code: str) -> Code | None:
         """The code record, if known."""
@@ -851,10 +856,7 @@ class EmulatorState:
             expires_at=self.now() + ACCESS_TOKEN_TTL,
         )
         with self._lock:
-            self._put("access_token", token.token, token)
-            self._writes += 1
-            if self._writes % 256 == 0:
-                self._purge(self.now())
+            self._put_expiring("access_token", token.token, token)
         return token
 
     def revoke_access_token(self, token: str) -> None:
@@ -885,11 +887,10 @@ class EmulatorState:
     def take_pending(self, pending_id: str) -> PendingAuthorization | None:
         """Fetch and forget a pending authorization (each consent form answers once)."""
         with self._lock:
-            pending = self._data["pending"].get(pending_id)
-            if pending is None or pending.expires_at < self.now():
-                return None
-            self._delete("pending", pending_id)
-            return pending  # type: ignore[no-any-return]
+            pending = self.peek_pending(pending_id)
+            if pending is not None:
+                self._delete("pending", pending_id)
+            return pending
 
     def peek_pending(self, pending_id: str) -> PendingAuthorization | None:
         """A pending authorization without consuming it."""
