@@ -1,12 +1,18 @@
 """Identity-token verification: microseconds per full verification, side by side.
 
-Run: ``python benchmarks/verify.py [--seconds 1.0]``
+Run: ``python benchmarks/verify.py [--seconds 30] [--rounds 200]``
 
 Every contender verifies the same Apple-shaped RS256 token against the same RSA-2048 key and
 checks the same claims (signature, iss, aud against two client ids, exp, iat, sub), with keys
-already parsed, as a long-running service would. The floor is a bare ``cryptography`` RS256
+already parsed, as a long-running service would. The reference is a bare ``cryptography`` RS256
 (PKCS#1 v1.5, SHA-256) verification of the same bytes; each figure is shown as a ratio to it.
 Goal (issue 2): appleconnect at most 1.3x the bare verification.
+
+Contenders are measured in interleaved rounds (each round times a short batch of every
+contender, in a rotating order), and a ratio is taken within each round, so that a machine
+whose speed drifts (shared cores, frequency changes) moves the reference and the contender
+together. The table gives medians over the rounds and, for the ratio, the spread between the
+first and third quartiles.
 """
 
 from __future__ import annotations
@@ -31,14 +37,16 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import RSAKey
 
 import appleconnect
-from appleconnect import AppleKeys, verify_identity_token
-from appleconnect._jws import _SCAN_ONCE, _pkcs1_sha256_valid, b64url_decode
+from appleconnect import AppleKeys, _jws, verify_identity_token
+from appleconnect._jws import _SCAN_ONCE, _b64url_decode_stdlib, _pkcs1_sha256_valid
 
 AUDIENCES = ["com.example.web", "com.example.app"]
 # Built once from configuration, as a service does (AppleClient keeps its audiences so).
 ALLOWED = frozenset(AUDIENCES)
 ISSUER = "https://appleid.apple.com"
 KID = "W6WcOKB"
+# appleconnect with its optional accelerators switched off (the standard library only).
+STDLIB = f"appleconnect {appleconnect.__version__}, standard library only"
 
 
 def b64(data: bytes) -> str:
@@ -94,9 +102,9 @@ def contenders(
         # the signature and payload, hash, RSA, JSON-parse; no claim is checked here.
         head, body, sig = token.split(".")
         digest = hashlib.sha256(f"{head}.{body}".encode("ascii")).digest()
-        if not _pkcs1_sha256_valid(public, b64url_decode(sig), digest):
+        if not _pkcs1_sha256_valid(public, _b64url_decode_stdlib(sig), digest):
             raise AssertionError("the benchmark token does not verify")
-        return _SCAN_ONCE(b64url_decode(body).decode("utf-8"), 0)  # the fastest stdlib JSON
+        return _SCAN_ONCE(_b64url_decode_stdlib(body).decode("utf-8"), 0)  # fastest stdlib JSON
 
     def ours() -> object:
         return verify_identity_token(token, keys, audiences=ALLOWED)
@@ -145,49 +153,70 @@ def contenders(
         "bare cryptography RS256 verify": bare,
         "floor: decode + RSA + JSON, no checks": floor,
         f"appleconnect {appleconnect.__version__}": ours,
+        STDLIB: ours,
         f"PyJWT {pyjwt.__version__}": with_pyjwt,
         f"joserfc {joserfc.__version__}": with_joserfc,
         f"authlib {authlib.__version__}": with_authlib,
     }
 
 
-def measure(fn: Callable[[], object], seconds: float, rounds: int = 7) -> float:
-    """Median over ``rounds`` of the mean microseconds per call in a timed batch."""
-    fn()
-    batch = 1
-    while True:  # size a batch to about seconds / rounds
+def measure(
+    runs: dict[str, Callable[[], object]], seconds: float, rounds: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Time every contender in ``rounds`` interleaved rounds.
+
+    Returns, per contender, the microseconds per call of each round and the ratio of each to the
+    reference (the first contender) of the same round.
+    """
+    names = list(runs)
+    batches = {}
+    for name in names:  # size each batch to about seconds / rounds / contenders
+        fn = runs[name]
+        fn()
         start = time.perf_counter()
-        for _ in range(batch):
+        for _ in range(50):
             fn()
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds / rounds / 4:
-            break
-        batch *= 2
-    batch = max(1, int(batch * (seconds / rounds) / max(elapsed, 1e-9)))
-    results = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(batch):
-            fn()
-        results.append((time.perf_counter() - start) / batch * 1e6)
-    return statistics.median(results)
+        per_call = (time.perf_counter() - start) / 50
+        batches[name] = max(1, int(seconds / rounds / len(names) / per_call))
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for name in order:
+            fn, batch = runs[name], batches[name]
+            _jws._set_speedups(name != STDLIB)
+            start = time.perf_counter()
+            for _ in range(batch):
+                fn()
+            timings[name].append((time.perf_counter() - start) / batch * 1e6)
+    _jws._set_speedups(True)
+    reference = timings[names[0]]
+    return {
+        name: (values, [value / ref for value, ref in zip(values, reference, strict=True)])
+        for name, values in timings.items()
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.5, help="time per contender")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="time for the whole run")
+    parser.add_argument("--rounds", type=int, default=200, help="interleaved rounds")
     args = parser.parse_args()
     token, key, jwk = build()
     runs = contenders(token, key, jwk)
+    accelerators = ", ".join(name for name, on in _jws.speedups().items() if on) or "none"
     print(f"machine: {platform.machine()} {platform.processor() or ''}".rstrip())
     print(f"python {platform.python_version()}, cryptography {cryptography.__version__}")
-    print(f"token: {len(token)} bytes, RSA-2048, {len(AUDIENCES)} allowed audiences\n")
-    floor = None
-    print(f"{'contender':<36} {'µs/verify':>10} {'x bare':>8}")
-    for name, fn in runs.items():
-        us = measure(fn, args.seconds)
-        floor = floor or us
-        print(f"{name:<36} {us:>10.1f} {us / floor:>8.2f}")
+    print(f"appleconnect speedups installed: {accelerators}")
+    print(f"token: {len(token)} bytes, RSA-2048, {len(AUDIENCES)} allowed audiences")
+    print(f"{args.rounds} interleaved rounds, {args.seconds:g} s in all\n")
+    results = measure(runs, args.seconds, args.rounds)
+    print(f"{'contender':<44} {'µs/verify':>10} {'x bare':>8} {'ratio IQR':>13}")
+    for name, (values, ratios) in results.items():
+        q1, median, q3 = statistics.quantiles(ratios, n=4)
+        print(
+            f"{name:<44} {statistics.median(values):>10.1f} {median:>8.2f}"
+            f" {f'{q1:.2f}-{q3:.2f}':>13}"
+        )
 
 
 if __name__ == "__main__":

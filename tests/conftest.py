@@ -3,13 +3,14 @@ independent implementation)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from appleconnect import _jws
 from appletest import KID, jwk_for, pem_of
 
 
@@ -59,3 +60,11 @@ def sign(apple_key: rsa.RSAPrivateKey) -> Callable[..., str]:
 @pytest.fixture
 def p256_pem() -> bytes:
     return pem_of(ec.generate_private_key(ec.SECP256R1()))
+
+
+@pytest.fixture(params=["speedups", "stdlib"])
+def codec(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test with the optional accelerators (pybase64, msgspec) and without them."""
+    _jws._set_speedups(request.param == "speedups")
+    yield request.param
+    _jws._set_speedups(True)

@@ -25,6 +25,8 @@ from appleconnect._jws import b64url_encode
 from appletest import APP_ID, AUDIENCE, KID, NOW, apple_claims, jwk_for
 
 AUDS = (AUDIENCE, APP_ID)
+# Every test runs with the optional accelerators and with the standard library alone.
+pytestmark = pytest.mark.usefixtures("codec")
 
 
 def _b64(data: dict[str, Any] | bytes) -> str:
@@ -402,3 +404,24 @@ async def test_async_verification(sign: Callable[..., str], keys: AppleKeys) -> 
     with pytest.raises(InvalidIdentityToken) as info:
         await averify_identity_token(token, keys, audiences=["x"], now=NOW)
     assert info.value.reason == "aud"
+
+
+@pytest.mark.parametrize("segment", [0, 1, 2])
+def test_non_ascii_anywhere_is_malformed(
+    sign: Callable[..., str], keys: AppleKeys, segment: int
+) -> None:
+    # The payload case used to escape as a UnicodeEncodeError (while hashing the signing input).
+    parts = sign(apple_claims()).split(".")
+    parts[segment] = parts[segment][:-4] + "é" + parts[segment][-3:]
+    assert reason_of(".".join(parts), keys) == ("malformed", None)
+
+
+def test_size_is_named_before_the_alphabet(sign: Callable[..., str], keys: AppleKeys) -> None:
+    header, payload, signature = sign(apple_claims()).split(".")
+    big = "é" * 9000
+    with pytest.raises(InvalidIdentityToken, match="payload is too large"):
+        verify(f"{header}.{big}.{signature}", keys)
+    with pytest.raises(InvalidIdentityToken, match="header is too large"):
+        verify(f"{'e' * 2000}.{payload}.{signature}", keys)
+    with pytest.raises(InvalidIdentityToken, match="not ASCII"):
+        verify(f"{header}.{payload}é.{signature}", keys)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import jwt
 import pytest
@@ -13,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from appleconnect import _jws
 from appleconnect._jws import _pkcs1_sha256_valid, b64url_decode, b64url_encode, sign_es256
 
 
@@ -79,3 +85,136 @@ def test_es256_signature_is_raw_and_verifies_under_pyjwt() -> None:
     token = sign_es256({"alg": "ES256", "kid": "K"}, {"sub": "x"}, key)
     assert len(b64url_decode(token.split(".")[2])) == 64
     assert jwt.decode(token, key.public_key(), algorithms=["ES256"]) == {"sub": "x"}
+
+
+# -- the optional accelerators give exactly the standard library's results --------------------
+
+# The characters that matter to a base64url decoder: its alphabet (including the letters whose
+# low bits decide canonicity), standard base64's "+" "/" "=", white space, a dot, non-ASCII.
+_SEGMENT_TEXT = st.text(alphabet="AQgwBRhxEIMYc048-_+/= \n.\u00e9\x00", max_size=40)
+
+
+def _outcome(decode: Callable[[str], bytes], segment: str) -> bytes | str:
+    try:
+        return decode(segment)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+def test_the_accelerators_are_installed_for_the_tests() -> None:
+    # The dev extra installs them; without them half of these comparisons would compare the
+    # standard library with itself.
+    assert _jws.speedups() == {"pybase64": True, "msgspec": True}
+
+
+@settings(max_examples=400)
+@given(segment=_SEGMENT_TEXT | st.binary(max_size=60).map(b64url_encode))
+def test_pybase64_decoder_agrees_with_the_standard_library(segment: str) -> None:
+    assert _outcome(_jws._b64url_decode_pybase64, segment) == _outcome(
+        _jws._b64url_decode_stdlib, segment
+    )
+
+
+def _json_outcome(parse: Callable[[bytes], dict[str, Any]], data: bytes) -> str:
+    # repr, not ==: it tells 0 from 0.0 from -0.0 and True from 1, and NaN equals itself.
+    try:
+        return repr(parse(data))
+    except _jws._Malformed:
+        return "malformed"
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300)
+@given(
+    document=st.dictionaries(st.text(max_size=8), _JSON_VALUES, max_size=6),
+    before=st.sampled_from(["", " ", "\n", "x"]),
+    after=st.sampled_from(["", " ", "\t", "}", "{}"]),
+    ensure_ascii=st.booleans(),
+)
+def test_msgspec_parser_agrees_with_the_standard_library(
+    document: dict[str, Any], before: str, after: str, ensure_ascii: bool
+) -> None:
+    data = (before + json.dumps(document, ensure_ascii=ensure_ascii) + after).encode(
+        "utf-8", "surrogatepass"
+    )
+    assert _json_outcome(_jws._json_object_msgspec, data) == _json_outcome(
+        _jws._json_object_stdlib, data
+    )
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=40).map(lambda b: b"{" + b + b"}") | st.binary(max_size=40))
+def test_msgspec_parser_agrees_on_arbitrary_bytes(data: bytes) -> None:
+    assert _json_outcome(_jws._json_object_msgspec, data) == _json_outcome(
+        _jws._json_object_stdlib, data
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1,"a":2}',  # duplicate names: the last wins in both
+        b'{"a":"\\ud800"}',  # a lone surrogate escape: msgspec refuses, the stdlib takes it
+        b'{"a":NaN}',
+        b'{"a":-Infinity}',
+        b'{"a":123456789012345678901234567890}',  # beyond 64 bits: still an int
+        b'{"a":-9223372036854775809}',
+        b'{"a":1e400}',
+        b'{"a":-0}',
+        b'{"a":-0.0}',
+        b'{"a":1.5e-320}',
+        b'{"a":"\xed\xa0\x80"}',  # UTF-8 of a surrogate
+        b'{"a":"\x01"}',  # a raw control character
+        b'{"a":01}',
+        b" {}",
+        b"{} ",
+        b"{}",
+        b"",
+        b"[]",
+        b'{"a":[1,{"b":null}]}',
+    ],
+)
+def test_msgspec_parser_agrees_on_the_corner_cases(data: bytes) -> None:
+    assert _json_outcome(_jws._json_object_msgspec, data) == _json_outcome(
+        _jws._json_object_stdlib, data
+    )
+
+
+def test_without_the_accelerators_installed_the_standard_library_is_used() -> None:
+    # A fresh interpreter in which importing pybase64 and msgspec fails, as on an installation
+    # without the "speedups" extra: verification still works, on the standard library.
+    apple = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode(
+        {"iss": "https://appleid.apple.com", "aud": "a.b", "sub": "s", "iat": 1, "exp": 2},
+        apple,
+        algorithm="RS256",
+        headers={"kid": "K"},
+    )
+    numbers = apple.public_key().public_numbers()
+    jwk = {
+        "kty": "RSA",
+        "kid": "K",
+        "n": b64url_encode(numbers.n.to_bytes(256, "big")),
+        "e": "AQAB",
+    }
+    script = f"""
+import sys
+sys.modules["pybase64"] = None
+sys.modules["msgspec"] = None
+from appleconnect import AppleKeys, verify_identity_token
+from appleconnect._jws import speedups
+keys = AppleKeys.from_jwks({{"keys": [{jwk!r}]}})
+print(speedups(), verify_identity_token({token!r}, keys, audiences="a.b", now=1).sub)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "{'pybase64': False, 'msgspec': False} s"

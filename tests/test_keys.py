@@ -218,3 +218,26 @@ def test_keys_endpoint_url_and_body_limit(fake: FakeApple) -> None:
     with pytest.raises(AppleUnavailable, match="larger than any Apple publishes"):
         keys.get("x")
     assert seen[0] == "https://apple.test/auth/keys"
+
+
+def test_cached_never_fetches_and_honours_the_ttl(fake: FakeApple) -> None:
+    clock = Clock()
+    keys = make_keys(fake, clock, ttl=600)
+    assert keys.cached("W6WcOKB") is None  # nothing fetched yet, and cached() will not fetch
+    assert fake.calls == 0
+    key = keys.get("W6WcOKB")
+    assert key is not None
+    assert fake.calls == 1
+    assert keys.cached("W6WcOKB") is key
+    assert keys.cached("unknown") is None
+    clock.now += 600  # stale: cached() says so, get() re-fetches
+    assert keys.cached("W6WcOKB") is None
+    assert keys.get("W6WcOKB") is not None
+    assert fake.calls == 2
+    assert keys.cached("W6WcOKB") is not None
+
+
+def test_cached_serves_a_fixed_set_forever(jwks: dict[str, Any]) -> None:
+    keys = AppleKeys.from_jwks(jwks)
+    assert keys.cached("W6WcOKB") is keys.get("W6WcOKB") is not None
+    assert keys.cached("other") is None

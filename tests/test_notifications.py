@@ -15,6 +15,8 @@ from appleconnect._notifications import aparse_notification
 from appletest import AUDIENCE, NOW
 
 SUB = "001234.0a1b2c3d4e5f60718293a4b5c6d7e8f9.1234"
+# Every test runs with the optional accelerators and with the standard library alone.
+pytestmark = pytest.mark.usefixtures("codec")
 
 
 def claims(events: Any, **overrides: Any) -> dict[str, Any]:

@@ -187,6 +187,7 @@ def _normalise_audiences(audiences: str | Iterable[str]) -> frozenset[str]:
 
 _STRING_BOOLS = {"true": True, "false": False}
 _new_tuple = tuple.__new__
+_time = time.time
 
 
 def _finish(
@@ -204,7 +205,7 @@ def _finish(
     err = InvalidIdentityToken
     get = payload.get
     if now is None:
-        now = time.time()
+        now = _time()
     aud = get("aud")
     exp = get("exp")
     iat = get("iat")
@@ -328,7 +329,10 @@ def verify_identity_token(
     The exception's ``reason`` names the failed check. Raises
     :class:`~appleconnect.AppleUnavailable` if Apple's keys cannot be fetched at all.
     """
-    allowed = _normalise_audiences(audiences)
+    # A frozenset built once from configuration is the usual case (AppleClient, the service).
+    allowed = (
+        audiences if type(audiences) is frozenset and audiences else _normalise_audiences(audiences)
+    )
     if nonce is not None:
         _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)
@@ -352,5 +356,6 @@ async def averify_identity_token(
     if nonce is not None:
         _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)
-    claims = verify_rs256_parts(parts, await keys.aget(parts[3]), InvalidIdentityToken)
+    key = keys.cached(parts[3]) or await keys.aget(parts[3])  # no coroutine when cached
+    claims = verify_rs256_parts(parts, key, InvalidIdentityToken)
     return _finish(claims, allowed, nonce, now, leeway, access_token, code)

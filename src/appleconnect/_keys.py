@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -107,6 +108,9 @@ class AppleKeys:
         self._clock = clock
         self._keys: dict[str, RSAPublicKey] = {}
         self._fetched_at: float | None = None
+        # Until when (on the clock) the current set may be used without asking _decide: the
+        # hot path of every verification is a known kid in a fresh set.
+        self._fresh_until = -math.inf
         self._attempted_at: float | None = None
         self._generation = 0
         self._fixed = False
@@ -121,6 +125,7 @@ class AppleKeys:
         keys = cls()
         keys._keys = parse_jwks(jwks)
         keys._fixed = True
+        keys._fresh_until = math.inf
         return keys
 
     @property
@@ -173,7 +178,18 @@ class AppleKeys:
             raise ValueError("the key set is not JSON") from None
         self._keys = parse_jwks(document)
         self._fetched_at = self._clock()
+        self._fresh_until = self._fetched_at + self._ttl
         self._generation += 1
+
+    def cached(self, kid: str) -> RSAPublicKey | None:
+        """The key for ``kid`` if the cached set has it and is still fresh, else ``None``.
+
+        Never fetches and never blocks; :meth:`get` / :meth:`aget` decide what to do otherwise.
+        """
+        key = self._keys.get(kid)
+        if key is not None and self._clock() < self._fresh_until:
+            return key
+        return None
 
     def get(self, kid: str) -> RSAPublicKey | None:
         """The key for ``kid``, fetching (synchronously) if the cache rules call for it.
@@ -181,8 +197,9 @@ class AppleKeys:
         Returns ``None`` for a ``kid`` that is still unknown. Raises
         :class:`~appleconnect.AppleUnavailable` when no key set can be had at all.
         """
-        if self._fixed:
-            return self._keys.get(kid)
+        key = self.cached(kid)
+        if key is not None:
+            return key
         key, must_fetch = self._decide(kid)
         if not must_fetch:
             return key
@@ -200,6 +217,9 @@ class AppleKeys:
 
     async def aget(self, kid: str) -> RSAPublicKey | None:
         """Async variant of :meth:`get`."""
+        key = self.cached(kid)
+        if key is not None:
+            return key
         key, must_fetch = self._decide(kid)
         if not must_fetch:
             return key

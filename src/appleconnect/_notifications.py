@@ -177,5 +177,6 @@ async def aparse_notification(
     """Async variant of :func:`parse_notification`."""
     allowed = _normalise_audiences(audiences)
     parts = split_token(_extract_payload(body), InvalidNotification)
-    claims = verify_rs256_parts(parts, await keys.aget(parts[3]), InvalidNotification)
+    key = keys.cached(parts[3]) or await keys.aget(parts[3])  # no coroutine when cached
+    claims = verify_rs256_parts(parts, key, InvalidNotification)
     return _finish(claims, audiences=allowed, now=now, leeway=leeway)
