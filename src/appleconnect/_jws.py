@@ -275,6 +275,22 @@ def split_token(token: str, error: type[InvalidToken]) -> tuple[str, str, str, s
 _SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 
 
+# The signature length each key requires (its modulus in bytes), by id(key): reading
+# key.key_size asks OpenSSL every time, which costs as much as the rest of the length check.
+# The keys are kept in _MODULUS_KEYS so that no other object can take their ids meanwhile.
+_MODULUS_BYTES: dict[int, int] = {}
+_MODULUS_KEYS: list[RSAPublicKey] = []
+
+
+def _remember_modulus_bytes(key: RSAPublicKey) -> int:
+    if len(_MODULUS_KEYS) >= 64:  # Apple publishes a few keys at a time; rotation is rare
+        _MODULUS_BYTES.clear()
+        _MODULUS_KEYS.clear()
+    _MODULUS_KEYS.append(key)
+    size = _MODULUS_BYTES[id(key)] = (key.key_size + 7) // 8
+    return size
+
+
 def _pkcs1_sha256_valid(key: RSAPublicKey, signature: bytes, digest: bytes) -> bool:
     """RSASSA-PKCS1-v1_5 verification with SHA-256 (RFC 8017, section 8.2.2).
 
@@ -285,7 +301,10 @@ def _pkcs1_sha256_valid(key: RSAPublicKey, signature: bytes, digest: bytes) -> b
     faster than ``key.verify`` because no hash context is set up inside OpenSSL. Differential
     tests check it against ``key.verify`` and PyJWT.
     """
-    if len(signature) != (key.key_size + 7) // 8:  # RFC 8017, 8.2.2, step 1
+    size = _MODULUS_BYTES.get(id(key))
+    if size is None:
+        size = _remember_modulus_bytes(key)
+    if len(signature) != size:  # RFC 8017, 8.2.2, step 1 (OpenSSL would take shorter input)
         return False
     try:
         recovered = key.recover_data_from_signature(signature, _PKCS1, None)

@@ -197,9 +197,9 @@ class AppleKeys:
         Returns ``None`` for a ``kid`` that is still unknown. Raises
         :class:`~appleconnect.AppleUnavailable` when no key set can be had at all.
         """
-        key = self.cached(kid)
-        if key is not None:
-            return key
+        key = self._keys.get(kid)
+        if key is not None and self._clock() < self._fresh_until:
+            return key  # as cached(), without the extra call: this runs on every verification
         key, must_fetch = self._decide(kid)
         if not must_fetch:
             return key
