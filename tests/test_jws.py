@@ -218,3 +218,28 @@ print(speedups(), verify_identity_token({token!r}, keys, audiences="a.b", now=1)
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "{'pybase64': False, 'msgspec': False} s"
+
+
+def test_signature_length_is_each_keys_own(apple_key: rsa.RSAPrivateKey) -> None:
+    # RFC 8017, 8.2.2, step 1: a signature must have exactly the modulus' length. OpenSSL's
+    # recovery takes a shorter one (the same number without its leading zero byte), so the
+    # length is ours to check, per key, even when key objects come and go and ids are reused.
+    larger = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    for private in (apple_key, larger):
+        index = 0
+        while True:  # find a signature that starts with a zero byte (1 in 256)
+            message = b"m%d" % index
+            signature = private.sign(message, padding.PKCS1v15(), hashes.SHA256())
+            if signature[0] == 0:
+                break
+            index += 1
+        digest = hashlib.sha256(message).digest()
+        recovered = private.public_key().recover_data_from_signature(
+            signature[1:], padding.PKCS1v15(), None
+        )
+        assert recovered.endswith(digest)  # what OpenSSL alone would accept
+        for _ in range(3):  # fresh key objects: their ids may be ones seen before
+            public = private.public_key()
+            assert _pkcs1_sha256_valid(public, signature, digest)
+            assert not _pkcs1_sha256_valid(public, signature[1:], digest)
+            assert not _pkcs1_sha256_valid(public, b"\0" + signature, digest)

@@ -277,17 +277,15 @@ _SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 
 # The signature length each key requires (its modulus in bytes), by id(key): reading
 # key.key_size asks OpenSSL every time, which costs as much as the rest of the length check.
-# The keys are kept in _MODULUS_KEYS so that no other object can take their ids meanwhile.
-_MODULUS_BYTES: dict[int, int] = {}
-_MODULUS_KEYS: list[RSAPublicKey] = []
+# Each entry holds its key, and a hit must be that very key, so a reused id cannot mislead.
+_MODULUS_BYTES: dict[int, tuple[RSAPublicKey, int]] = {}
 
 
-def _remember_modulus_bytes(key: RSAPublicKey) -> int:
-    if len(_MODULUS_KEYS) >= 64:  # Apple publishes a few keys at a time; rotation is rare
+def _modulus_bytes(key: RSAPublicKey) -> int:
+    if len(_MODULUS_BYTES) >= 64:  # Apple publishes a few keys at a time; rotation is rare
         _MODULUS_BYTES.clear()
-        _MODULUS_KEYS.clear()
-    _MODULUS_KEYS.append(key)
-    size = _MODULUS_BYTES[id(key)] = (key.key_size + 7) // 8
+    size = (key.key_size + 7) // 8
+    _MODULUS_BYTES[id(key)] = (key, size)
     return size
 
 
@@ -301,9 +299,8 @@ def _pkcs1_sha256_valid(key: RSAPublicKey, signature: bytes, digest: bytes) -> b
     faster than ``key.verify`` because no hash context is set up inside OpenSSL. Differential
     tests check it against ``key.verify`` and PyJWT.
     """
-    size = _MODULUS_BYTES.get(id(key))
-    if size is None:
-        size = _remember_modulus_bytes(key)
+    entry = _MODULUS_BYTES.get(id(key))
+    size = entry[1] if entry is not None and entry[0] is key else _modulus_bytes(key)
     if len(signature) != size:  # RFC 8017, 8.2.2, step 1 (OpenSSL would take shorter input)
         return False
     try:
