@@ -329,10 +329,7 @@ def verify_identity_token(
     The exception's ``reason`` names the failed check. Raises
     :class:`~appleconnect.AppleUnavailable` if Apple's keys cannot be fetched at all.
     """
-    # A frozenset built once from configuration is the usual case (AppleClient, the service).
-    allowed = (
-        audiences if type(audiences) is frozenset and audiences else _normalise_audiences(audiences)
-    )
+    allowed = _normalise_audiences(audiences)
     if nonce is not None:
         _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)

@@ -141,7 +141,7 @@ class AppleKeys:
         if self._fixed:
             return key, False
         now = self._clock()
-        if self._fetched_at is None or now - self._fetched_at >= self._ttl:
+        if now >= self._fresh_until:
             # Expired (or never fetched): fetch, unless a fetch was just attempted and failed.
             recently_tried = (
                 self._attempted_at is not None and now - self._attempted_at < self._refetch_interval
