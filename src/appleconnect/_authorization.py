@@ -1,8 +1,9 @@
 """Parsing what Apple delivers to the redirect URI (query, fragment or form_post).
 
 Apple sends ``code``, ``id_token``, ``state`` and, on the user's first authorization only, a
-``user`` JSON string with the name and email the user chose (docs/apple-rest-api.md, section 1.2).
-On failure it sends ``error`` and ``state`` (section 1.3). Everything here arrives through the
+``user`` JSON string with the name and email the user chose
+(docs/apple-protocol.md#authorization-response). On failure it sends ``error`` and ``state``
+(docs/apple-protocol.md#quirk-redirect-errors). Everything here arrives through the
 user's browser, so every field is untrusted input: it is size-capped, shape-checked and, for the
 name, sanitised. Nothing here is verified cryptographically; the ``id_token`` must still go
 through :func:`appleconnect.verify_identity_token` (or ``AppleClient.verify_identity_token``).
@@ -34,7 +35,7 @@ CANCELLATION_ERRORS = frozenset(
 """``error`` values meaning that the user did not finish the flow, rather than a fault.
 
 ``user_cancelled_authorize`` is the only one Apple documents for the redirect; the other two come
-from the Sign in with Apple JS popup (section 10 of docs/apple-rest-api.md).
+from the Sign in with Apple JS popup (docs/apple-protocol.md#quirk-redirect-errors).
 """
 
 # Caps on each field. Apple's values are far smaller (a code is about 70 characters, an

@@ -2,17 +2,19 @@
 
 Both have the same surface. They build the authorization URL, exchange codes, refresh and revoke
 tokens, verify identity tokens with their own cached :class:`AppleKeys`, and run the user
-migration (team transfer) calls, following docs/apple-rest-api.md:
+migration (team transfer) calls, following docs/apple-protocol.md:
 
 - every request is ``application/x-www-form-urlencoded`` with ``client_secret_post``
-  authentication (section 2), ``Accept: application/json``, and a timeout;
+  authentication (docs/apple-protocol.md#quirk-form-encoded-only), ``Accept: application/json``,
+  and a timeout;
 - Apple's 400 ``{"error": …}`` answers become the :class:`AppleError` subclass for the code,
-  with Apple's ``error_description`` kept and logged (field notes P1);
+  with Apple's ``error_description`` kept and logged (docs/pitfalls.md#pitfall-invalid-client);
 - anything else that is not Apple's documented answer (5xx, HTML, truncated JSON, a timeout, a
   refused connection, a body over 64 KiB) becomes :class:`AppleUnavailable`, naming the endpoint;
 - only calls that are safe to repeat are retried, once, and only when the connection could not
   be established (so Apple never saw the request). A code exchange and a revocation are never
-  retried: the code is single-use (field notes P16) and the caller must decide.
+  retried: the code is single-use (docs/pitfalls.md#pitfall-code-used-twice) and the caller
+  must decide.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ TokenTypeHint = Literal["refresh_token", "access_token"]
 
 @dataclass(frozen=True, slots=True)
 class TokenResponse:
-    """What Apple's token endpoint answered (docs/apple-rest-api.md, section 2.2).
+    """What Apple's token endpoint answered (docs/apple-protocol.md#token).
 
     ``refresh_token`` is present after a code exchange only. A refresh (``grant_type=
     refresh_token``) does not return a new one: keep using, and keep storing, the one you have.
@@ -209,7 +211,7 @@ class _BaseClient:
 
         ``None`` for a :class:`ClientSecret` (it re-mints itself before expiry) and for a string
         whose claims could not be read. Alert well before this moment: after it, every call
-        fails (field notes P13).
+        fails (docs/pitfalls.md#pitfall-secret-expiry).
         """
         return self._secret_expires_at
 
@@ -248,7 +250,7 @@ class _BaseClient:
         """Return the URL of Apple's ``/auth/authorize`` to send the browser to.
 
         Apple's rules are applied here rather than discovered at the callback
-        (docs/apple-rest-api.md, section 1.1):
+        (docs/apple-protocol.md#authorize):
 
         - any ``scope`` forces ``response_mode=form_post``; asking for ``query`` or ``fragment``
           with scopes raises :class:`ValueError`. Without scopes the default is ``query``, or
@@ -975,8 +977,8 @@ _TEAM_ID_PREFIX = re.compile(r"[A-Z0-9]{10}\.")
 def _check_client_id(client_id: str, team_id: str | None) -> str:
     client_id = validate_client_id(client_id, team_id)
     # "ABCDE12345.com.example.app" is the App ID prefix form that Xcode shows; Apple wants the
-    # identifier without it (docs/apple-rest-api.md, section 1.1). Caught even when the Team
-    # ID is unknown (a pre-made secret string).
+    # identifier without it (docs/apple-protocol.md#quirk-client-id-no-team-id). Caught even
+    # when the Team ID is unknown (a pre-made secret string).
     if _TEAM_ID_PREFIX.match(client_id):
         raise ValueError(
             f"The client id {client_id!r} starts with what looks like a Team ID; Apple wants the "

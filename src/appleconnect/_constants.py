@@ -2,7 +2,7 @@
 
 Endpoints are pinned rather than discovered: Apple silently changed the issuer in its discovery
 document in June 2025 while tokens kept ``iss=https://appleid.apple.com`` (see
-docs/apple-rest-api.md, section 0, and field notes P7).
+docs/apple-protocol.md#quirk-pinned-issuer and docs/pitfalls.md#pitfall-discovery-issuer).
 """
 
 from __future__ import annotations

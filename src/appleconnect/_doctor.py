@@ -1,8 +1,9 @@
 """Offline checks of a Sign in with Apple configuration (``appleconnect doctor``).
 
-Each check targets one cause of ``invalid_client`` or of a refused redirect (field notes P1,
-P11, P13), so that a wrong setting is named before Apple answers with no reason at all. The
-admin panel runs the same checks.
+Each check targets one cause of ``invalid_client`` or of a refused redirect, so that a wrong
+setting is named before Apple answers with no reason at all
+(docs/pitfalls.md#pitfall-invalid-client, docs/pitfalls.md#pitfall-no-local-testing,
+docs/pitfalls.md#pitfall-secret-expiry). The admin panel runs the same checks.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class Check:
 def redirect_uri_problem(uri: str, *, sandbox: bool = False) -> str | None:
     """Return why Apple would refuse ``uri`` as a redirect URI, or ``None`` if it would not.
 
-    Apple's rules (docs/apple-rest-api.md, section 1.1): HTTPS, a domain name, no IP address,
-    no ``localhost``, no fragment. In sandbox mode (the emulator) HTTP, IP addresses and
+    Apple's rules (docs/apple-protocol.md#quirk-redirect-uri-rules): HTTPS, a domain name, no IP
+    address, no ``localhost``, no fragment. In sandbox mode (the emulator) HTTP, IP addresses and
     localhost are allowed; a fragment or a relative URL never is.
     """
     if not uri or any(c.isspace() or not c.isprintable() for c in uri):

@@ -1,9 +1,12 @@
 """Verification of Apple's identity tokens (``id_token``).
 
-The checks follow Apple's "Verifying a user" page (docs/apple-rest-api.md, section 6.1), with
+The checks follow Apple's "Verifying a user" page (docs/apple-protocol.md#identity-token), with
 the corrections real traffic forces: the algorithm is RS256 (Apple's page says "E256"), the
 boolean claims arrive as ``true`` or ``"true"``, native iOS flows put SHA-256(nonce) in the
-token, and clocks drift. Every check always runs; there is no switch to turn one off.
+token, and clocks drift (docs/apple-protocol.md#quirk-rs256-not-e256,
+docs/apple-protocol.md#quirk-email-verified-string, docs/apple-protocol.md#quirk-nonce-hashed,
+docs/apple-protocol.md#quirk-clock-skew). Every check always runs; there is no switch to turn
+one off.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_LEEWAY = 60
-"""Seconds of clock skew tolerated on ``exp`` and ``iat`` (field notes P8)."""
+"""Seconds of clock skew tolerated on ``exp`` and ``iat`` (docs/pitfalls.md#pitfall-clock-skew)."""
 
 _MAX_NONCE = 1024
 
@@ -239,7 +242,8 @@ def _finish(
     at_hash = get("at_hash")
     c_hash = get("c_hash")
     org_id = get("org_id")
-    # Apple sends the string "true" more often than the boolean (field notes P5).
+    # Apple sends the string "true" more often than the boolean
+    # (docs/apple-protocol.md#quirk-email-verified-string).
     if type(email_verified) is str:
         email_verified = _STRING_BOOLS.get(email_verified)
         if email_verified is None:

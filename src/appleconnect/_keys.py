@@ -1,7 +1,8 @@
 """Apple's signing keys (the JWKS at ``/auth/keys``), cached and refreshed safely.
 
-Apple publishes several RS256 keys and rotates them without notice (docs/apple-rest-api.md,
-section 4). The cache follows the pattern that field notes P6 asks for:
+Apple publishes several RS256 keys and rotates them without notice
+(docs/apple-protocol.md#quirk-keys-rotate). The cache follows the pattern that
+docs/pitfalls.md#pitfall-key-rotation describes:
 
 - keys are kept for ``ttl`` seconds, then re-fetched on the next use;
 - a token naming an unknown ``kid`` triggers one re-fetch, but at most one per

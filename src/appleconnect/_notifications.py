@@ -1,6 +1,6 @@
 """Server-to-server notifications: Apple's ``POST {"payload": JWT}`` to your endpoint.
 
-docs/apple-rest-api.md, section 7. The JWT is signed with the same keys as identity tokens and
+docs/apple-protocol.md#notifications. The JWT is signed with the same keys as identity tokens and
 verified the same way, ``aud`` included (the Go library skips it; we do not). The ``events``
 claim is a single event that real payloads carry as a JSON-encoded *string*, while Apple's
 example shows an object; both, and a one-element array, are accepted. Account deletion is

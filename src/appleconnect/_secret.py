@@ -1,6 +1,6 @@
 """The client secret: an ES256 JWT signed with the team's Sign in with Apple key (.p8).
 
-Apple's rules (docs/apple-rest-api.md, section 5): header ``alg=ES256`` and ``kid`` = Key ID;
+Apple's rules (docs/apple-protocol.md#client-secret): header ``alg=ES256`` and ``kid`` = Key ID;
 claims ``iss`` = Team ID, ``iat``, ``exp`` at most 15,777,000 s after Apple's current time,
 ``aud`` = ``https://appleid.apple.com``, ``sub`` = the client id, exactly; the signature is raw
 ``R || S``, never DER. Most ``invalid_client`` answers come from breaking one of these, so the
@@ -30,7 +30,8 @@ leaked secret is not useful for six months."""
 
 CLOCK_SKEW_BACKDATE = 5
 """Seconds subtracted from ``iat``, so that Apple, whose clock may run behind ours, never sees an
-``iat`` in the future (field notes P1 and P8)."""
+``iat`` in the future (docs/pitfalls.md#pitfall-invalid-client,
+docs/pitfalls.md#pitfall-clock-skew)."""
 
 _ID_PATTERN = re.compile(r"[A-Z0-9]{10}")
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END ([A-Z0-9 ]+)-----", re.DOTALL)

@@ -1,7 +1,7 @@
 """The Sign in with Apple button renderer, shared by the emulator and the service.
 
 Apple serves its button as PNG images from ``https://appleid.cdn-apple.com``
-(docs/apple-rest-api.md, section 9). This module takes the same query parameters, with the same
+(docs/apple-protocol.md#buttons-and-js). This module takes the same query parameters, with the same
 ranges and defaults, and draws the button itself, as SVG (pure Python) or PNG (Pillow, imported
 only by :func:`render_png`)::
 
@@ -149,7 +149,7 @@ _LABELS: dict[str, tuple[str, str, str]] = {
     "zh_TW": ("使用 Apple 登入", "使用 Apple 繼續", "使用 Apple 註冊"),
 }
 
-# Ranges from Apple's tables (docs/apple-rest-api.md, section 9), in points.
+# Ranges from Apple's tables (docs/buttons.md#parameters), in points.
 _HEIGHT = (30, 64)
 _WIDTH = (130, 375)
 _SIZE = (30, 64)
