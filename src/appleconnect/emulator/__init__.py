@@ -15,7 +15,8 @@ from pathlib import Path
 from .app import create_emulator_app
 from .faults import Fault, FaultInjector
 from .notifications import Delivery, Notifier
-from .state import DefaultTeam, EmulatorState, StateError
+from .records import DefaultTeam
+from .state import EmulatorState, StateError
 
 __all__ = [
     "DefaultTeam",

@@ -1,9 +1,15 @@
-"""The one exception the emulator's Apple endpoints raise: an error as Apple would answer it."""
+"""The exceptions the emulator's routes turn into answers.
+
+:class:`OAuthError` is an error as Apple's endpoints answer it (``{"error", "error_description"}``);
+:class:`ControlError` is a refusal of the control API (``{"detail": ...}``). The names differ from
+the client library's ``AppleError`` on purpose: the library *receives* Apple's errors, the emulator
+*sends* them.
+"""
 
 from __future__ import annotations
 
 
-class AppleError(Exception):
+class OAuthError(Exception):
     """Raised when a request must be answered with one of Apple's OAuth errors.
 
     ``error`` is Apple's code (``invalid_client``, ``invalid_grant``...) and ``description`` the

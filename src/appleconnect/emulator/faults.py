@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import secrets
 import threading
@@ -23,6 +24,8 @@ from typing import Any, Literal
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 FaultKind = Literal["latency", "status", "malformed_json", "close", "apple_error"]
 ENDPOINTS: dict[str, str] = {
@@ -74,6 +77,27 @@ def parse_fault(data: Any) -> Fault:
     kind = data.get("kind")
     if kind not in KINDS:
         raise FaultError(f"kind must be one of {list(KINDS)}.")
+    count, probability = _how_often(data)
+    fault = Fault(
+        id=secrets.token_hex(6),
+        endpoint=endpoint,
+        kind=kind,
+        count=count,
+        probability=probability,
+    )
+    if kind == "latency":
+        fault.latency_ms = _latency(data)
+    elif kind == "status":
+        status = data.get("status", 503)
+        if not isinstance(status, int) or not 500 <= status <= 599:
+            raise FaultError("status must be an HTTP 5xx code.")
+        fault.status = status
+    elif kind == "apple_error":
+        fault.error, fault.error_description = _apple_error(data)
+    return fault
+
+
+def _how_often(data: dict[str, Any]) -> tuple[int | None, float | None]:
     count, probability = data.get("count"), data.get("probability")
     if count is None and probability is None:
         count = 1
@@ -87,34 +111,26 @@ def parse_fault(data: Any) -> Fault:
         or not 0 < probability <= 1
     ):
         raise FaultError("probability must be a number in (0, 1].")
-    fault = Fault(
-        id=secrets.token_hex(6),
-        endpoint=endpoint,
-        kind=kind,
-        count=count,
-        probability=float(probability) if probability is not None else None,
-    )
-    if kind == "latency":
-        latency = data.get("latency_ms")
-        if not isinstance(latency, int) or isinstance(latency, bool):
-            raise FaultError("latency_ms must be an integer.")
-        if not 0 <= latency <= MAX_LATENCY_MS:
-            raise FaultError(f"latency_ms must be between 0 and {MAX_LATENCY_MS}.")
-        fault.latency_ms = latency
-    elif kind == "status":
-        status = data.get("status", 503)
-        if not isinstance(status, int) or not 500 <= status <= 599:
-            raise FaultError("status must be an HTTP 5xx code.")
-        fault.status = status
-    elif kind == "apple_error":
-        error = data.get("error")
-        description = data.get("error_description", "")
-        if not isinstance(error, str) or not error or len(error) > 64:
-            raise FaultError("error must be Apple's error code, e.g. invalid_grant.")
-        if not isinstance(description, str) or len(description) > 512:
-            raise FaultError("error_description must be a string of at most 512 characters.")
-        fault.error, fault.error_description = error, description
-    return fault
+    return count, float(probability) if probability is not None else None
+
+
+def _latency(data: dict[str, Any]) -> int:
+    latency = data.get("latency_ms")
+    if not isinstance(latency, int) or isinstance(latency, bool):
+        raise FaultError("latency_ms must be an integer.")
+    if not 0 <= latency <= MAX_LATENCY_MS:
+        raise FaultError(f"latency_ms must be between 0 and {MAX_LATENCY_MS}.")
+    return latency
+
+
+def _apple_error(data: dict[str, Any]) -> tuple[str, str]:
+    error = data.get("error")
+    description = data.get("error_description", "")
+    if not isinstance(error, str) or not error or len(error) > 64:
+        raise FaultError("error must be Apple's error code, e.g. invalid_grant.")
+    if not isinstance(description, str) or len(description) > 512:
+        raise FaultError("error_description must be a string of at most 512 characters.")
+    return error, description
 
 
 class FaultInjector:
@@ -186,6 +202,7 @@ class FaultMiddleware:
         if fault is None:
             await self.app(scope, receive, send)
             return
+        log.info("fault %s (%s) applied to %s", fault.id, fault.kind, endpoint)
         if fault.kind == "latency":
             await asyncio.sleep(fault.latency_ms / 1000)
             await self.app(scope, receive, send)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import threading
 from collections import deque
@@ -21,6 +22,8 @@ from typing import Any, Literal
 import httpx
 
 from .state import EmulatorState
+
+log = logging.getLogger(__name__)
 
 EventType = Literal["email-disabled", "email-enabled", "consent-revoked", "account-delete"]
 NOTIFICATION_TTL = 300
@@ -138,8 +141,15 @@ class Notifier:
                 delivery.attempts.append(Attempt(self._state.now(), response.status_code, None))
                 if 200 <= response.status_code < 300:
                     delivery.status = "delivered"
+                    log.info("notification %s delivered to %s", delivery.id, delivery.url)
                     return delivery
         delivery.status = "failed"
+        log.warning(
+            "notification %s to %s failed after %d attempts",
+            delivery.id,
+            delivery.url,
+            len(delivery.attempts),
+        )
         return delivery
 
     def schedule(self, delivery: Delivery) -> None:
@@ -152,6 +162,7 @@ class Notifier:
         try:
             await self.deliver(delivery)
         except Exception as exc:  # a bug here must not kill the loop; it is logged instead
+            log.exception("notification %s: delivery crashed", delivery.id)
             delivery.status = "failed"
             delivery.attempts.append(Attempt(self._state.now(), None, repr(exc)))
 

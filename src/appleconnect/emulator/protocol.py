@@ -1,20 +1,22 @@
 """Apple's rules, independent of HTTP: what ``/auth/authorize``, ``/auth/token``, ``/auth/revoke``
 and ``/auth/usermigrationinfo`` accept, refuse and answer.
 
-Section numbers refer to docs/apple-rest-api.md. Every refusal is an :class:`AppleError` carrying
+Section numbers refer to docs/apple-rest-api.md. Every refusal is an :class:`OAuthError` carrying
 Apple's ``error`` code; descriptions are the ones observed from Apple where known.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import _jose
-from ._errors import AppleError
+from ._errors import OAuthError
+from .records import AccessToken, Account, Client, Consent, Transfer
 from .state import (
     ACCESS_TOKEN_TTL,
     CLIENT_SECRET_IAT_SKEW,
@@ -22,14 +24,11 @@ from .state import (
     ID_TOKEN_TTL_AUTHORIZE,
     ID_TOKEN_TTL_TOKEN,
     MIGRATION_WINDOW,
-    AccessToken,
-    Account,
-    Client,
-    Consent,
     EmulatorState,
     StateError,
-    Transfer,
 )
+
+log = logging.getLogger(__name__)
 
 ALLOWED_SCOPES = frozenset({"openid", "email", "name"})
 RESPONSE_MODES = ("query", "fragment", "form_post")
@@ -97,9 +96,9 @@ def _single(
     if not values:
         return None
     if len(values) > 1:
-        raise AppleError("invalid_request", f"The parameter {name} is repeated.")
+        raise OAuthError("invalid_request", f"The parameter {name} is repeated.")
     if len(values[0]) > limit:
-        raise AppleError("invalid_request", f"The parameter {name} is too long.")
+        raise OAuthError("invalid_request", f"The parameter {name} is too long.")
     return values[0]
 
 
@@ -112,53 +111,17 @@ def validate_authorize(
     """
     client_id = _single(params, "client_id")
     if not client_id:
-        raise AppleError("invalid_request", "The parameter client_id is missing.")
+        raise OAuthError("invalid_request", "The parameter client_id is missing.")
     client = state.get_client(client_id)
     if client is None:
-        raise AppleError("invalid_client", "No primary app or web service was found for client_id.")
+        raise OAuthError("invalid_client", "No primary app or web service was found for client_id.")
     redirect_uri = _single(params, "redirect_uri")
-    if native and client.kind == "native" and redirect_uri is None:
-        pass
-    elif client.kind != "web":
-        raise AppleError("invalid_client", "The client_id is not a Services ID for the web.")
-    elif not redirect_uri:
-        raise AppleError("unauthorized_client", "The parameter redirect_uri is missing.")
-    elif redirect_uri not in client.redirect_uris:
-        raise AppleError("unauthorized_client", "Invalid web redirect url.")
-    response_type_text = _single(params, "response_type")
-    if not response_type_text:
-        raise AppleError("invalid_request", "The parameter response_type is missing.")
-    response_type = frozenset(response_type_text.split(" "))
-    if response_type == {"id_token"}:
-        raise AppleError(
-            "unsupported_response_type", "response_type id_token alone is not supported."
-        )
-    if response_type not in ({"code"}, {"code", "id_token"}):
-        raise AppleError("invalid_request", "Invalid response_type.")
-    scope_text = _single(params, "scope")
-    scopes: tuple[str, ...] = ()
-    if scope_text:
-        scopes = tuple(s for s in scope_text.split(" ") if s)
-        if (
-            not scopes
-            or any(s not in ALLOWED_SCOPES for s in scopes)
-            or len(set(scopes)) != len(scopes)
-        ):
-            raise AppleError("invalid_scope", "The requested scope is invalid.")
+    _check_redirect_uri(client, redirect_uri, native=native)
+    response_type = _response_type(params)
+    scopes = _scopes(params)
     response_mode = _single(params, "response_mode") or ("native" if native else "query")
-    if native and response_mode == "native":
-        pass
-    elif response_mode not in RESPONSE_MODES:
-        raise AppleError("invalid_request", "Invalid response_mode.")
-    elif scopes and response_mode != "form_post":
-        raise AppleError(
-            "invalid_request",
-            "response_mode must be form_post when name or email scope is requested.",
-        )
-    elif "id_token" in response_type and response_mode == "query":
-        raise AppleError(
-            "invalid_request", "response_mode must be fragment or form_post for id_token."
-        )
+    if not (native and response_mode == "native"):
+        _check_response_mode(response_mode, response_type, scopes)
     return AuthorizeRequest(
         client=client,
         redirect_uri=redirect_uri,
@@ -168,6 +131,61 @@ def validate_authorize(
         state=_single(params, "state", limit=MAX_STATE_LENGTH),
         nonce=_single(params, "nonce", limit=MAX_NONCE_LENGTH),
     )
+
+
+def _check_redirect_uri(client: Client, redirect_uri: str | None, *, native: bool) -> None:
+    if native and client.kind == "native" and redirect_uri is None:
+        return
+    if client.kind != "web":
+        raise OAuthError("invalid_client", "The client_id is not a Services ID for the web.")
+    if not redirect_uri:
+        raise OAuthError("unauthorized_client", "The parameter redirect_uri is missing.")
+    if redirect_uri not in client.redirect_uris:
+        raise OAuthError("unauthorized_client", "Invalid web redirect url.")
+
+
+def _response_type(params: Mapping[str, list[str]]) -> frozenset[str]:
+    text = _single(params, "response_type")
+    if not text:
+        raise OAuthError("invalid_request", "The parameter response_type is missing.")
+    response_type = frozenset(text.split(" "))
+    if response_type == {"id_token"}:
+        raise OAuthError(
+            "unsupported_response_type", "response_type id_token alone is not supported."
+        )
+    if response_type not in ({"code"}, {"code", "id_token"}):
+        raise OAuthError("invalid_request", "Invalid response_type.")
+    return response_type
+
+
+def _scopes(params: Mapping[str, list[str]]) -> tuple[str, ...]:
+    text = _single(params, "scope")
+    if not text:
+        return ()
+    scopes = tuple(s for s in text.split(" ") if s)
+    if (
+        not scopes
+        or any(s not in ALLOWED_SCOPES for s in scopes)
+        or len(set(scopes)) != len(scopes)
+    ):
+        raise OAuthError("invalid_scope", "The requested scope is invalid.")
+    return scopes
+
+
+def _check_response_mode(
+    response_mode: str, response_type: frozenset[str], scopes: tuple[str, ...]
+) -> None:
+    if response_mode not in RESPONSE_MODES:
+        raise OAuthError("invalid_request", "Invalid response_mode.")
+    if scopes and response_mode != "form_post":
+        raise OAuthError(
+            "invalid_request",
+            "response_mode must be form_post when name or email scope is requested.",
+        )
+    if "id_token" in response_type and response_mode == "query":
+        raise OAuthError(
+            "invalid_request", "response_mode must be fragment or form_post for id_token."
+        )
 
 
 def _bool_claim(state: EmulatorState, value: bool) -> str | bool:
@@ -290,13 +308,13 @@ def authenticate_client(state: EmulatorState, form: Mapping[str, str]) -> Client
     """Check ``client_id`` and ``client_secret`` like Apple (section 5); return the client."""
     client_id = form.get("client_id")
     if not client_id:
-        raise AppleError("invalid_request", "The parameter client_id is missing.")
+        raise OAuthError("invalid_request", "The parameter client_id is missing.")
     secret = form.get("client_secret")
     if not secret:
-        raise AppleError("invalid_request", "The parameter client_secret is missing.")
+        raise OAuthError("invalid_request", "The parameter client_secret is missing.")
     client = state.get_client(client_id)
     if client is None:
-        raise AppleError("invalid_client", "No client is registered with this client_id.")
+        raise OAuthError("invalid_client", "No client is registered with this client_id.")
     try:
         header = _jose.read_secret_header(secret)
         if header.get("alg") != "ES256":
@@ -308,7 +326,7 @@ def authenticate_client(state: EmulatorState, form: Mapping[str, str]) -> Client
         claims = _jose.verify_es256(secret, key.public_pem)
         _check_secret_claims(state, claims, client, key.team_id)
     except _jose.SecretCheckError as exc:
-        raise AppleError("invalid_client", str(exc)) from exc
+        raise OAuthError("invalid_client", str(exc)) from exc
     return client
 
 
@@ -340,10 +358,10 @@ def _check_secret_claims(
 
 
 def token(state: EmulatorState, form: Mapping[str, str]) -> dict[str, Any]:
-    """``POST /auth/token`` once the body is parsed: a ``TokenResponse`` or an AppleError."""
+    """``POST /auth/token`` once the body is parsed: a ``TokenResponse`` or an OAuthError."""
     grant_type = form.get("grant_type")
     if grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
-        raise AppleError("unsupported_grant_type", "The grant type is not supported.")
+        raise OAuthError("unsupported_grant_type", "The grant type is not supported.")
     client = authenticate_client(state, form)
     if grant_type == "authorization_code":
         return _code_grant(state, client, form)
@@ -351,7 +369,7 @@ def token(state: EmulatorState, form: Mapping[str, str]) -> dict[str, Any]:
         return _refresh_grant(state, client, form)
     scope = form.get("scope")
     if scope != "user.migration":
-        raise AppleError("invalid_scope", "The requested scope is invalid.")
+        raise OAuthError("invalid_scope", "The requested scope is invalid.")
     access = state.issue_access_token(
         client_id=client.client_id, team_id=client.team_id, account_id=None, scope=scope
     )
@@ -371,21 +389,21 @@ def _token_response(access: AccessToken, **tokens: str) -> dict[str, Any]:
 def _code_grant(state: EmulatorState, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
     value = form.get("code")
     if not value:
-        raise AppleError("invalid_request", "The parameter code is missing.")
+        raise OAuthError("invalid_request", "The parameter code is missing.")
     with state.locked():
         code = state.get_code(value)
         if code is None or code.expires_at <= state.now():
-            raise AppleError("invalid_grant", CODE_EXPIRED)
+            raise OAuthError("invalid_grant", CODE_EXPIRED)
         if code.used:
-            raise AppleError("invalid_grant", CODE_USED)
+            raise OAuthError("invalid_grant", CODE_USED)
         if code.client_id != client.client_id:
-            raise AppleError(
+            raise OAuthError(
                 "invalid_grant",
                 f"client_id mismatch. The code was not issued to {client.client_id}.",
             )
         redirect_uri = form.get("redirect_uri")
         if code.redirect_uri is not None and redirect_uri != code.redirect_uri:
-            raise AppleError("invalid_client", "Invalid redirect_uri.")
+            raise OAuthError("invalid_client", "Invalid redirect_uri.")
         # One store transaction for the spent code and both new tokens.
         state.mark_code_used(code)
         account = _account(state, code.account_id)
@@ -393,6 +411,7 @@ def _code_grant(state: EmulatorState, client: Client, form: Mapping[str, str]) -
         access = state.issue_access_token(
             client_id=client.client_id, team_id=client.team_id, account_id=account.id
         )
+    log.debug("code exchanged by %s for Apple ID %s", client.client_id, account.id)
     id_token = _token_id_token(
         state, client, account, access, nonce=code.nonce, auth_time=code.auth_time, first=code.first
     )
@@ -402,7 +421,7 @@ def _code_grant(state: EmulatorState, client: Client, form: Mapping[str, str]) -
 def _account(state: EmulatorState, account_id: str) -> Account:
     account = state.find_account(account_id)
     if account is None:
-        raise AppleError("invalid_grant", CODE_EXPIRED)
+        raise OAuthError("invalid_grant", CODE_EXPIRED)
     return account
 
 
@@ -434,12 +453,12 @@ def _token_id_token(
 def _refresh_grant(state: EmulatorState, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
     value = form.get("refresh_token")
     if not value:
-        raise AppleError("invalid_request", "The parameter refresh_token is missing.")
+        raise OAuthError("invalid_request", "The parameter refresh_token is missing.")
     refresh = state.get_refresh_token(value)
     if refresh is None or refresh.revoked:
-        raise AppleError("invalid_grant", TOKEN_EXPIRED)
+        raise OAuthError("invalid_grant", TOKEN_EXPIRED)
     if refresh.client_id != client.client_id:
-        raise AppleError(
+        raise OAuthError(
             "invalid_grant", f"client_id mismatch. The token was not issued to {client.client_id}."
         )
     account = _account(state, refresh.account_id)
@@ -461,10 +480,10 @@ def revoke(state: EmulatorState, form: Mapping[str, str]) -> tuple[str, str] | N
     client = authenticate_client(state, form)
     value = form.get("token")
     if not value:
-        raise AppleError("invalid_request", "The parameter token is missing.")
+        raise OAuthError("invalid_request", "The parameter token is missing.")
     hint = form.get("token_type_hint")
     if hint is not None and hint not in ("refresh_token", "access_token"):
-        raise AppleError("invalid_request", "Invalid token_type_hint.")
+        raise OAuthError("invalid_request", "Invalid token_type_hint.")
     with state.locked():
         refresh = state.get_refresh_token(value)
         access = state.get_access_token(value)
@@ -473,7 +492,7 @@ def revoke(state: EmulatorState, form: Mapping[str, str]) -> tuple[str, str] | N
             return None
         kind = "refresh_token" if refresh is not None else "access_token"
         if hint is not None and hint != kind:
-            raise AppleError("invalid_request", "The token does not match the token_type_hint.")
+            raise OAuthError("invalid_request", "The token does not match the token_type_hint.")
         if record.account_id is None:
             # A user.migration access token ends no consent; it simply stops working.
             state.revoke_access_token(record.token)
@@ -491,39 +510,51 @@ def usermigrationinfo(
     """``POST /auth/usermigrationinfo`` (section 8, TN3159)."""
     client = authenticate_client(state, form)
     if not bearer:
-        raise AppleError("invalid_request", "The Authorization bearer token is missing.")
+        raise OAuthError("invalid_request", "The Authorization bearer token is missing.")
     access = state.get_access_token(bearer)
     if access is None or access.revoked or access.expires_at <= state.now():
-        raise AppleError("invalid_request", "The access token is invalid or has expired.")
+        raise OAuthError("invalid_request", "The access token is invalid or has expired.")
     if access.team_id != client.team_id:
-        raise AppleError("invalid_request", "The access token and client_id do not match.")
+        raise OAuthError("invalid_request", "The access token and client_id do not match.")
     sub, target, transfer_sub = form.get("sub"), form.get("target"), form.get("transfer_sub")
     if transfer_sub and (sub or target):
-        raise AppleError("invalid_request", "Send either sub and target, or transfer_sub.")
+        raise OAuthError("invalid_request", "Send either sub and target, or transfer_sub.")
     if sub or target:
-        if not sub or not target:
-            raise AppleError("invalid_request", "Both sub and target are required.")
-        account = state.account_for_sub(sub, client.team_id)
-        if account is None:
-            raise AppleError("invalid_request", "The sub is not a user of this team.")
-        try:
-            state.get_team(target)
-        except StateError as exc:
-            raise AppleError("invalid_request", "The target team is invalid.") from exc
-        if target == client.team_id:
-            raise AppleError("invalid_request", "The target team is the sending team.")
-        transfer = state.record_transfer(account.id, client.team_id, target)
-        _check_migration_window(state, transfer)
-        return {"transfer_sub": transfer.transfer_sub}
+        return _export_user(state, client, sub, target)
     if not transfer_sub:
-        raise AppleError("invalid_request", "The parameter transfer_sub is missing.")
+        raise OAuthError("invalid_request", "The parameter transfer_sub is missing.")
+    return _import_user(state, client, transfer_sub)
+
+
+def _export_user(
+    state: EmulatorState, client: Client, sub: str | None, target: str | None
+) -> dict[str, Any]:
+    # The sending team: its user's sub and the receiving team give a transfer_sub.
+    if not sub or not target:
+        raise OAuthError("invalid_request", "Both sub and target are required.")
+    account = state.account_for_sub(sub, client.team_id)
+    if account is None:
+        raise OAuthError("invalid_request", "The sub is not a user of this team.")
+    try:
+        state.get_team(target)
+    except StateError as exc:
+        raise OAuthError("invalid_request", "The target team is invalid.") from exc
+    if target == client.team_id:
+        raise OAuthError("invalid_request", "The target team is the sending team.")
+    transfer = state.record_transfer(account.id, client.team_id, target)
+    _check_migration_window(state, transfer)
+    return {"transfer_sub": transfer.transfer_sub}
+
+
+def _import_user(state: EmulatorState, client: Client, transfer_sub: str) -> dict[str, Any]:
+    # The receiving team: a transfer_sub gives the user's sub (and relay email) in this team.
     incoming = state.get_transfer(transfer_sub)
     if incoming is None or incoming.to_team != client.team_id:
-        raise AppleError("invalid_request", "The transfer_sub is invalid.")
+        raise OAuthError("invalid_request", "The transfer_sub is invalid.")
     _check_migration_window(state, incoming)
     target_account = state.find_account(incoming.account_id)
     if target_account is None:
-        raise AppleError("invalid_request", "The transfer_sub is invalid.")
+        raise OAuthError("invalid_request", "The transfer_sub is invalid.")
     old = state.consent(target_account.id, incoming.from_team)
     private = old is not None and not old.share_email
     with state.locked():
@@ -550,4 +581,4 @@ def usermigrationinfo(
 
 def _check_migration_window(state: EmulatorState, transfer: Transfer) -> None:
     if transfer.created + MIGRATION_WINDOW <= state.now():
-        raise AppleError("invalid_request", "The migration period has ended.")
+        raise OAuthError("invalid_request", "The migration period has ended.")

@@ -1,0 +1,42 @@
+"""FastAPI dependencies: the parts of one emulator, taken from ``request.app.state``.
+
+``create_emulator_app`` puts them there; the module-level routers reach them through these, so
+that every route is an ordinary function that can be read and imported alone.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from .faults import FaultInjector
+from .notifications import Notifier
+from .pages import Pages
+from .state import EmulatorState
+
+
+def get_state(request: Request) -> EmulatorState:
+    """The emulator's :class:`EmulatorState` (``app.state.emulator``)."""
+    return cast(EmulatorState, request.app.state.emulator)
+
+
+def get_notifier(request: Request) -> Notifier:
+    """The emulator's :class:`Notifier` (``app.state.notifier``)."""
+    return cast(Notifier, request.app.state.notifier)
+
+
+def get_faults(request: Request) -> FaultInjector:
+    """The emulator's :class:`FaultInjector` (``app.state.faults``)."""
+    return cast(FaultInjector, request.app.state.faults)
+
+
+def get_pages(request: Request) -> Pages:
+    """The emulator's page renderer (``app.state.pages``)."""
+    return cast(Pages, request.app.state.pages)
+
+
+StateDep = Annotated[EmulatorState, Depends(get_state)]
+NotifierDep = Annotated[Notifier, Depends(get_notifier)]
+FaultsDep = Annotated[FaultInjector, Depends(get_faults)]
+PagesDep = Annotated[Pages, Depends(get_pages)]
