@@ -40,6 +40,7 @@ INTENDED = {
     "UnsupportedGrantType",
     "InvalidScope",
     "AppleUnavailable",
+    "KeysUnavailable",
     "InvalidToken",
     "InvalidIdentityToken",
     "InvalidNotification",
@@ -77,6 +78,7 @@ def test_error_tree() -> None:
         InvalidRequest,
         InvalidScope,
         InvalidToken,
+        KeysUnavailable,
         UnauthorizedClient,
         UnsupportedGrantType,
     )
@@ -95,6 +97,9 @@ def test_error_tree() -> None:
     for cls in (AppleError, AppleUnavailable, InvalidToken, InvalidAuthorizationResponse):
         assert issubclass(cls, AppleConnectError)
     assert not issubclass(AppleUnavailable, AppleError)
+    # An undecidable token during an outage is an outage, never an invalid token.
+    assert issubclass(KeysUnavailable, AppleUnavailable)
+    assert not issubclass(KeysUnavailable, InvalidToken)
 
 
 def test_invalid_client_message_lists_the_usual_causes() -> None:

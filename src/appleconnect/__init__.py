@@ -22,6 +22,7 @@ from ._errors import (
     InvalidRequest,
     InvalidScope,
     InvalidToken,
+    KeysUnavailable,
     UnauthorizedClient,
     UnsupportedGrantType,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidScope",
     "InvalidToken",
+    "KeysUnavailable",
     "MigrationInfo",
     "Notification",
     "TokenResponse",

@@ -11,6 +11,7 @@ Every exception derives from :class:`AppleConnectError`::
     │   ├── UnsupportedGrantType      ``unsupported_grant_type``
     │   └── InvalidScope              ``invalid_scope``
     ├── AppleUnavailable              Apple could not be reached or answered something unusable.
+    │   └── KeysUnavailable           ...its key set, so a token's unknown ``kid`` is undecidable.
     ├── InvalidToken                  A JWT from Apple failed verification (carries ``reason``).
     │   ├── InvalidIdentityToken      ...an identity token.
     │   └── InvalidNotification       ...a server-to-server notification.
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidScope",
     "InvalidToken",
+    "KeysUnavailable",
     "UnauthorizedClient",
     "UnsupportedGrantType",
     "apple_error_from_response",
@@ -154,6 +156,22 @@ class AppleUnavailable(AppleConnectError):
     """Raised when Apple cannot be reached, times out, or answers with something that is not
     Apple's documented response (HTTP 5xx, malformed JSON). Distinct from a refusal: retrying
     later may succeed."""
+
+
+class KeysUnavailable(AppleUnavailable):
+    """Raised when a token names a key (``kid``) that the cached key set lacks and Apple's key
+    set could not be fetched (an outage, a timeout, a garbled answer).
+
+    Apple may have rotated its keys during the outage, so the token can be neither accepted nor
+    refused: it is not reported as an invalid token. ``kid`` is the token's key id and
+    ``retry_after`` the seconds until the key set may be fetched again; a service should answer
+    503 with ``Retry-After`` (Apple retries a notification answered so).
+    """
+
+    def __init__(self, message: str, *, kid: str | None, retry_after: float) -> None:
+        self.kid = kid
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class InvalidToken(AppleConnectError):

@@ -331,7 +331,9 @@ def verify_identity_token(
     - When ``access_token`` / ``code`` are given, ``at_hash`` / ``c_hash`` are checked.
 
     The exception's ``reason`` names the failed check. Raises
-    :class:`~appleconnect.AppleUnavailable` if Apple's keys cannot be fetched at all.
+    :class:`~appleconnect.KeysUnavailable` (an :class:`~appleconnect.AppleUnavailable`) when the
+    token names a key that is not cached and Apple's keys cannot be fetched: such a token is
+    undecidable, not invalid.
     """
     allowed = _normalise_audiences(audiences)
     if nonce is not None:

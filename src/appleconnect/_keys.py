@@ -9,7 +9,11 @@ docs/pitfalls.md#pitfall-key-rotation describes:
   ``refetch_interval`` seconds, so random ``kid``\\s cannot make us hammer Apple (go-oidc PR #482);
 - concurrent misses share one fetch (a lock per sync and per async path);
 - when Apple cannot be reached, the last good key set keeps serving for ``max_stale`` seconds
-  past its ``ttl`` (stale-if-error).
+  past its ``ttl`` (stale-if-error), for the ``kid``\\s it holds;
+- a token naming a ``kid`` the cached set lacks, while the set could not be fetched, raises
+  :class:`~appleconnect.KeysUnavailable` (Apple may have rotated during the outage: the token is
+  undecidable, not invalid); after a failed fetch, such a token may trigger another fetch once
+  ``failure_backoff`` seconds have passed, so verification recovers within seconds of Apple.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
 from ._constants import APPLE_BASE_URL, KEYS_PATH
-from ._errors import AppleUnavailable
+from ._errors import KeysUnavailable
 from ._jws import b64url_decode
 
 __all__ = ["AppleKeys", "parse_jwks"]
 
 logger = logging.getLogger("appleconnect")
+
+_ACCEPT_JSON = {"Accept": "application/json"}
 
 MAX_JWKS_BYTES = 256 * 1024
 MAX_KEYS = 100
@@ -92,11 +98,15 @@ class AppleKeys:
         ttl: float = 3600.0,
         refetch_interval: float = 60.0,
         max_stale: float = 86_400.0,
+        failure_backoff: float = 5.0,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if ttl <= 0 or refetch_interval < 0 or max_stale < 0:
-            raise ValueError("ttl must be positive; refetch_interval and max_stale not negative.")
+        if ttl <= 0 or refetch_interval < 0 or max_stale < 0 or failure_backoff < 0:
+            raise ValueError(
+                "ttl must be positive; refetch_interval, max_stale and failure_backoff must not "
+                "be negative."
+            )
         self._url = base_url.rstrip("/") + KEYS_PATH
         self._http = http_client
         self._ahttp = async_http_client
@@ -105,6 +115,7 @@ class AppleKeys:
         self._ttl = ttl
         self._refetch_interval = refetch_interval
         self._max_stale = max_stale
+        self._failure_backoff = failure_backoff
         self._timeout = timeout
         self._clock = clock
         self._keys: dict[str, RSAPublicKey] = {}
@@ -112,7 +123,8 @@ class AppleKeys:
         # Until when (on the clock) the current set may be used without asking _decide: the
         # hot path of every verification is a known kid in a fresh set.
         self._fresh_until = -math.inf
-        self._attempted_at: float | None = None
+        # When the last fetch failed (None: it succeeded, or there was none).
+        self._failed_at: float | None = None
         self._generation = 0
         self._fixed = False
         self._lock = threading.Lock()
@@ -137,49 +149,64 @@ class AppleKeys:
     # -- lookup -------------------------------------------------------------------------------
 
     def _decide(self, kid: str) -> tuple[RSAPublicKey | None, bool]:
-        """Return ``(key, must_fetch)`` for the current cache state, without fetching."""
+        """Return ``(key, must_fetch)`` for the current cache state, without fetching.
+
+        Raises :class:`KeysUnavailable` when the last fetch failed, the cache cannot answer for
+        ``kid``, and the backoff after that failure has not passed.
+        """
         key = self._keys.get(kid)
         if self._fixed:
             return key, False
         now = self._clock()
-        if now >= self._fresh_until:
-            # Expired (or never fetched): fetch, unless a fetch was just attempted and failed.
-            recently_tried = (
-                self._attempted_at is not None and now - self._attempted_at < self._refetch_interval
-            )
-            if recently_tried and self._serving_stale(now):
+        failed_at = self._failed_at
+        if failed_at is None:  # the last fetch succeeded (or there was none)
+            if now >= self._fresh_until:
+                return key, True
+            if key is not None:
                 return key, False
+            # Unknown kid while the set is fresh: Apple may have rotated; fetch at most once per
+            # refetch_interval, whatever the kids that attackers send.
+            assert self._fetched_at is not None
+            return None, now - self._fetched_at >= self._refetch_interval
+        if key is not None and self._serving_stale(now):
+            # Stale-if-error for a kid the set holds: no hurry, retry once per refetch_interval.
+            return key, now >= self._fresh_until and now - failed_at >= self._refetch_interval
+        waited = now - failed_at
+        if waited >= self._failure_backoff:
             return key, True
-        if key is not None:
-            return key, False
-        # Unknown kid while the set is fresh: Apple may have rotated; fetch at most once per
-        # refetch_interval, whatever the kids that attackers send.
-        if self._attempted_at is not None and now - self._attempted_at < self._refetch_interval:
-            return None, False
-        return None, True
+        raise self._unavailable(kid, f"the last fetch failed {waited:.1f} s ago", waited)
 
     def _serving_stale(self, now: float) -> bool:
         return self._fetched_at is not None and now - self._fetched_at < self._ttl + self._max_stale
 
+    def _unavailable(self, kid: str, why: object, waited: float = 0.0) -> KeysUnavailable:
+        retry_after = max(self._failure_backoff - waited, 0.0)
+        return KeysUnavailable(
+            f"Apple's signing keys could not be fetched from {self._url} ({why}), and the cached "
+            f"set has no usable key {kid!r}: the token can be neither accepted nor refused now; "
+            f"retry in {retry_after:.0f} s.",
+            kid=kid,
+            retry_after=retry_after,
+        )
+
     def _after_failure(self, kid: str, exc: Exception) -> RSAPublicKey | None:
-        now = self._clock()
-        if self._serving_stale(now):
+        key = self._keys.get(kid)
+        if key is not None and self._serving_stale(self._clock()):
             logger.warning("Apple's keys could not be refreshed (%s); serving the cached set.", exc)
-            return self._keys.get(kid)
-        raise AppleUnavailable(
-            f"Apple's signing keys could not be fetched from {self._url}: {exc}"
-        ) from exc
+            return key
+        raise self._unavailable(kid, exc) from exc
 
     def _install(self, body: bytes) -> None:
         if len(body) > MAX_JWKS_BYTES:
             raise ValueError("the key set is larger than any Apple publishes")
         try:
             document = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
             raise ValueError("the key set is not JSON") from None
         self._keys = parse_jwks(document)
         self._fetched_at = self._clock()
         self._fresh_until = self._fetched_at + self._ttl
+        self._failed_at = None
         self._generation += 1
 
     def cached(self, kid: str) -> RSAPublicKey | None:
@@ -195,8 +222,9 @@ class AppleKeys:
     def get(self, kid: str) -> RSAPublicKey | None:
         """The key for ``kid``, fetching (synchronously) if the cache rules call for it.
 
-        Returns ``None`` for a ``kid`` that is still unknown. Raises
-        :class:`~appleconnect.AppleUnavailable` when no key set can be had at all.
+        Returns ``None`` for a ``kid`` that is still unknown after a successful fetch. Raises
+        :class:`~appleconnect.KeysUnavailable` (an :class:`~appleconnect.AppleUnavailable`)
+        when the cache cannot answer for ``kid`` because the key set could not be fetched.
         """
         key = self._keys.get(kid)
         if key is not None and self._clock() < self._fresh_until:
@@ -248,33 +276,45 @@ class AppleKeys:
     def _fetch_sync(self) -> None:
         if self._http is None:
             self._http = httpx.Client(timeout=self._timeout)
-        self._attempted_at = self._clock()
-        # A key fetch is idempotent, so one retry on a transport error is safe.
-        for attempt in (1, 2):
-            self.fetch_count += 1
-            try:
-                response = self._http.get(self._url, headers={"Accept": "application/json"})
-                break
-            except httpx.TransportError:
-                if attempt == 2:
-                    raise
-        self._check_response(response)
-        self._install(response.content)
+        generation = self._generation
+        try:
+            # A key fetch is idempotent, so one retry on a transport error is safe.
+            for attempt in (1, 2):
+                self.fetch_count += 1
+                try:
+                    response = self._http.get(self._url, headers=_ACCEPT_JSON)
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
+            self._check_response(response)
+            self._install(response.content)
+        finally:
+            self._note_outcome(generation)
 
     async def _fetch_async(self) -> None:
         if self._ahttp is None:
             self._ahttp = httpx.AsyncClient(timeout=self._timeout)
-        self._attempted_at = self._clock()
-        for attempt in (1, 2):
-            self.fetch_count += 1
-            try:
-                response = await self._ahttp.get(self._url, headers={"Accept": "application/json"})
-                break
-            except httpx.TransportError:
-                if attempt == 2:
-                    raise
-        self._check_response(response)
-        self._install(response.content)
+        generation = self._generation
+        try:
+            for attempt in (1, 2):
+                self.fetch_count += 1
+                try:
+                    response = await self._ahttp.get(self._url, headers=_ACCEPT_JSON)
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
+            self._check_response(response)
+            self._install(response.content)
+        finally:
+            self._note_outcome(generation)
+
+    def _note_outcome(self, generation: int) -> None:
+        # Any way out of a fetch that installed no set (an error, a timeout, a cancelled task)
+        # is a failure: unknown kids then wait failure_backoff, not refetch_interval.
+        if self._generation == generation:
+            self._failed_at = self._clock()
 
     @staticmethod
     def _check_response(response: httpx.Response) -> None:

@@ -63,7 +63,7 @@ def _extract_payload(body: bytes | str | Mapping[str, Any]) -> str:
             raise err("size", "The notification body is larger than any Apple sends.")
         try:
             document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
             raise err("malformed", "The notification body is not JSON.") from None
     else:
         document = body
@@ -82,7 +82,7 @@ def _parse_events(raw: object) -> dict[str, Any]:
             raise err("size", "The 'events' claim is too large.", claim="events")
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise err("events", "The 'events' claim is not JSON.", claim="events") from None
     if isinstance(raw, list):
         if len(raw) != 1:
@@ -159,6 +159,8 @@ def parse_notification(
     """Verify and parse a server-to-server notification body; raise :class:`InvalidNotification`.
 
     ``body`` is the raw request body (or its parsed JSON). ``audiences`` are your client ids.
+    Raises :class:`~appleconnect.KeysUnavailable` when the token names a key that is not cached
+    and Apple's keys cannot be fetched: answer 503 with ``Retry-After`` so that Apple retries.
     """
     allowed = _normalise_audiences(audiences)
     parts = split_token(_extract_payload(body), InvalidNotification)
