@@ -274,7 +274,19 @@ def _check_text(name: str, value: str, cap: int) -> str:
         raise InvalidAuthorizationResponse(
             name, f"The parameter {name!r} contains a control character."
         )
+    _check_unicode(name, value)
     return value
+
+
+def _check_unicode(name: str, value: str) -> None:
+    """Refuse lone surrogates: a ``str`` can hold them (decoded with ``surrogateescape`` or
+    ``surrogatepass``), but they are not text and would fail later, when encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidAuthorizationResponse(
+            name, f"The parameter {name!r} is not valid Unicode text (a lone surrogate)."
+        ) from None
 
 
 def _has_control_character(value: str) -> bool:
@@ -282,6 +294,7 @@ def _has_control_character(value: str) -> bool:
 
 
 def _parse_user(user_json: str) -> AppleUser:
+    _check_unicode("user", user_json)
     if len(user_json.encode("utf-8")) > MAX_USER_JSON_BYTES:
         raise InvalidAuthorizationResponse(
             "user", f"The user JSON is larger than {MAX_USER_JSON_BYTES} bytes."
