@@ -55,3 +55,13 @@ def apple_claims(now: int = NOW, **overrides: Any) -> dict[str, Any]:
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
+
+
+class Clock:
+    """A clock that tests move by hand (``clock.now += 61``) instead of waiting."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

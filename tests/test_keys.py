@@ -27,7 +27,7 @@ from appleconnect import (
     verify_identity_token,
 )
 from appleconnect._keys import parse_jwks
-from appletest import AUDIENCE, KID, NOW, apple_claims, jwk_for
+from appletest import AUDIENCE, KID, NOW, Clock, apple_claims, jwk_for
 
 
 class FakeApple:
@@ -60,14 +60,6 @@ class FakeApple:
         if isinstance(self.fail, int):
             return httpx.Response(self.fail, text="unavailable")
         return httpx.Response(200, json=self.jwks)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

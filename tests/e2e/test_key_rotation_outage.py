@@ -15,8 +15,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -38,33 +37,11 @@ from appleconnect import (
     aparse_notification,
     parse_authorization_response,
 )
-from appleconnect.emulator import EmulatorState, create_emulator_app
+from appleconnect.emulator import EmulatorState
+from appletest import Clock
 
 BASE = "http://apple.emulator.test"
 REDIRECT = "https://example.com/auth/apple/callback"
-
-
-class Clock:
-    """The key cache's monotonic clock, moved by the test instead of waiting a minute."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def app() -> Iterator[FastAPI]:
-    application = create_emulator_app(notification_retry_delays=(0.05,))
-    yield application
-    application.state.emulator.close()
-
-
-@pytest.fixture
-def state(app: FastAPI) -> EmulatorState:
-    result: EmulatorState = app.state.emulator
-    return result
 
 
 def secret_for(state: EmulatorState) -> ClientSecret:
@@ -88,34 +65,6 @@ async def code_and_token(
     tokens = await apple.exchange_code(callback.code, redirect_uri=REDIRECT)
     assert tokens.id_token is not None
     return tokens.id_token, tokens.access_token
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        self.server.bodies.append(self.rfile.read(length))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[bytes]]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.bodies = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/notifications", server.bodies  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-        yield c
 
 
 async def test_async_sign_in_and_notification_during_a_key_outage(

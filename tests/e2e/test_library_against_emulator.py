@@ -8,15 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import threading
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from appleconnect import (
     AppleKeys,
@@ -29,29 +26,10 @@ from appleconnect import (
     parse_authorization_response,
     parse_notification,
 )
-from appleconnect.emulator import EmulatorState, create_emulator_app
+from appleconnect.emulator import EmulatorState
 
 BASE = "http://apple.emulator.test"
 REDIRECT = "https://example.com/auth/apple/callback"
-
-
-@pytest.fixture
-def app() -> Iterator[FastAPI]:
-    application = create_emulator_app(notification_retry_delays=(0.05,))
-    yield application
-    application.state.emulator.close()
-
-
-@pytest.fixture
-def state(app: FastAPI) -> EmulatorState:
-    result: EmulatorState = app.state.emulator
-    return result
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-        yield c
 
 
 @pytest.fixture
@@ -193,30 +171,6 @@ async def test_rotated_keys_are_fetched_once(
         assert identity.sub
         assert client.keys.fetch_count == 1
     assert apple.keys.fetch_count == fetches
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[bytes]
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        self.server.bodies.append(self.rfile.read(length))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[bytes]]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.bodies = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/notifications", server.bodies  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
 
 
 async def test_notifications_verify_with_the_library(
