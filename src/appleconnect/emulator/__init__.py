@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 
 from .app import create_emulator_app
+from .checkpoints import Checkpoint, checkpoint, restore_checkpoint
 from .faults import Fault, FaultInjector
 from .notifications import Delivery, Notifier
 from .records import DefaultTeam
 from .state import EmulatorState, StateError
 
 __all__ = [
+    "Checkpoint",
     "DefaultTeam",
     "Delivery",
     "EmulatorState",
@@ -26,8 +28,10 @@ __all__ = [
     "FaultInjector",
     "Notifier",
     "StateError",
+    "checkpoint",
     "create_emulator_app",
     "is_loopback",
+    "restore_checkpoint",
     "serve",
 ]
 
