@@ -91,6 +91,11 @@ def test_users_commands(tmp_path: Path) -> None:
     shown = json.loads(run("users", "show", "a@example.com", "--data-dir", data))
     assert shown["first_name"] == "Ann"
     assert shown["sub"] == "001234.abc.0001"
+    # The same shape as GET /api/get_currentuserinfo, plus the team-transfer identifier.
+    assert shown["name"] == "Ann"
+    assert shown["email_verified"] is True
+    assert "transfer_sub" in shown
+    assert shown["transfer_sub"] is None
     missing = CliRunner().invoke(cli(), ["users", "show", "nobody", "--data-dir", data])
     assert missing.exit_code == 1
     assert "no user matches 'nobody'" in missing.output

@@ -22,6 +22,7 @@ from .security import load_encryptor
 from .settings import Settings, SettingsError, load_settings
 from .signin import close_service, delete_account, open_service
 from .transfer import export_transfer_subs, import_transfer_subs
+from .users import user_json
 
 __all__ = ["COMMANDS", "DEFAULT_DATA_DIR"]
 
@@ -157,22 +158,6 @@ async def apikey_revoke(key_id: int, data_dir: Path, config: Path | None) -> Non
     click.echo(f"revoked API key {key_id}")
 
 
-def _user_json(user: Any) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "sub": user.sub,
-        "transfer_sub": user.transfer_sub,
-        "email": user.email,
-        "is_private_email": user.is_private_email,
-        "email_forwarding": user.email_forwarding,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "role": user.role,
-        "created": user.created_at.isoformat(),
-        "last_sign_in": user.last_sign_in_at.isoformat() if user.last_sign_in_at else None,
-    }
-
-
 @click.group("users")
 def users() -> None:
     """List, show, delete and migrate users."""
@@ -200,7 +185,7 @@ async def users_show(ref: str, data_dir: Path, config: Path | None) -> None:
     user = await _with_db(settings, lambda db: store.find_user(db=db, ref=ref))
     if user is None:
         raise click.ClickException(f"no user matches {ref!r}")
-    click.echo(json.dumps(_user_json(user), indent=2))
+    click.echo(json.dumps(user_json(user, transfer_sub=True), indent=2))
 
 
 @users.command("delete")

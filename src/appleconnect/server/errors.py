@@ -1,11 +1,20 @@
-"""The one error type route handlers raise, and its JSON shape."""
+"""The errors route handlers raise: :class:`ServiceError` (and its JSON shape) for the API and
+the sign-in pages, :class:`AdminRequired` and :class:`Forbidden` for the admin panel."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ServiceError", "error_body"]
+__all__ = [
+    "AdminRequired",
+    "Forbidden",
+    "ServiceError",
+    "error_body",
+    "invalid",
+    "missing",
+    "state_error",
+]
 
 
 class ServiceError(Exception):
@@ -45,3 +54,27 @@ def invalid(field: str, message: str) -> ServiceError:
 
 def missing(field: str) -> ServiceError:
     return ServiceError("missing_parameter", f"The parameter {field!r} is required.", field=field)
+
+
+_STATE_MESSAGES = {
+    "unknown": "The sign-in state is not one this service issued; start again.",
+    "used": "This sign-in was already completed; start again.",
+    "expired": "The sign-in took too long and expired; start again.",
+}
+
+
+def state_error(reason: str) -> ServiceError:
+    """The error for a sign-in ``state`` that is unknown, already used or expired."""
+    return ServiceError(
+        f"state_{reason}" if reason != "unknown" else "invalid_state",
+        _STATE_MESSAGES[reason],
+        field="state",
+    )
+
+
+class AdminRequired(Exception):
+    """Raised when an admin page is requested without a valid admin session."""
+
+
+class Forbidden(Exception):
+    """Raised when an admin form arrives without its CSRF token or from another origin."""

@@ -454,6 +454,39 @@ async def list_users(*, db: DbSession, limit: int = 100, offset: int = 0) -> Seq
     return (await db.scalars(select(User).order_by(User.id).limit(limit).offset(offset))).all()
 
 
+async def count_users(*, db: DbSession) -> int:
+    return int(await db.scalar(select(func.count()).select_from(User)) or 0)
+
+
+async def search_users(*, db: DbSession, q: str = "", limit: int = 100) -> Sequence[User]:
+    """The newest users first; with ``q``, those whose email or name contains it (any case)
+    or whose ``sub`` is ``q``."""
+    query = select(User).order_by(User.id.desc()).limit(limit)
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        full_name = func.coalesce(User.first_name, "") + " " + func.coalesce(User.last_name, "")
+        query = query.where(
+            or_(
+                User.email.ilike(pattern, escape="\\"),
+                User.first_name.ilike(pattern, escape="\\"),
+                User.last_name.ilike(pattern, escape="\\"),
+                full_name.ilike(pattern, escape="\\"),
+                User.sub == q,
+            )
+        )
+    return (await db.scalars(query)).all()
+
+
+async def set_user_role(*, db: DbSession, user_id: int, role: str) -> tuple[User, str] | None:
+    """Give the user ``role``; returns the user and the role they had, or ``None`` if there is
+    no such user."""
+    user = await db.get(User, user_id)
+    if user is None:
+        return None
+    old, user.role = user.role, role
+    return user, old
+
+
 async def store_refresh_token(
     *,
     db: DbSession,
@@ -551,6 +584,30 @@ async def audit_events(*, db: DbSession, sub: str | None = None) -> Sequence[Aud
     if sub is not None:
         query = query.where(AuditEvent.sub == sub)
     return (await db.scalars(query)).all()
+
+
+async def recent_audit_events(
+    *,
+    db: DbSession,
+    sub: str | None = None,
+    actor: str | None = None,
+    events: Sequence[str] | None = None,
+    limit: int = 200,
+) -> Sequence[AuditEvent]:
+    """The newest audit events first, optionally of one ``sub``, one actor, or some events."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if sub is not None:
+        query = query.where(AuditEvent.sub == sub)
+    if actor is not None:
+        query = query.where(AuditEvent.actor == actor)
+    if events is not None:
+        query = query.where(AuditEvent.event.in_(events))
+    return (await db.scalars(query)).all()
+
+
+async def recent_mails(*, db: DbSession, limit: int = 200) -> Sequence[OutboxMail]:
+    """The newest outgoing emails first (sent, waiting or failed)."""
+    return (await db.scalars(select(OutboxMail).order_by(OutboxMail.id.desc()).limit(limit))).all()
 
 
 async def create_admin_login(*, db: DbSession, ttl: int, now: datetime | None = None) -> str:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -26,14 +27,17 @@ from starlette.requests import Request
 from appleconnect import buttons
 
 from .. import store
+from ..deps import CurrentSettings, RuntimeDep, ServiceDep
 from ..models import User
 from ..security import constant_time_equal
+from ..signin import Service
+from ..users import EMBED_FIELDS, user_json
 
 __all__ = [
     "BUTTON_FIELDS",
     "SnippetOptions",
     "button_markup",
-    "embed_router",
+    "router",
     "snippets",
 ]
 
@@ -251,8 +255,6 @@ def snippets(service_url: str, options: SnippetOptions) -> dict[str, str]:
 
 
 def _message_page(nonce: str, origin: str, data: Mapping[str, Any]) -> HTMLResponse:
-    import json
-
     payload = json.dumps(data).replace("<", "\\u003c")
     target = json.dumps(origin).replace("<", "\\u003c")
     body = f"""<!doctype html>
@@ -289,96 +291,90 @@ def _refusal(text: str, status: int) -> HTMLResponse:
     )
 
 
-def embed_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
-    for kind, path in _PATHS.items():
-        router.add_api_route(path, _button_route(kind), methods=["GET"])
+router = APIRouter(include_in_schema=False)
+for _kind, _path in _PATHS.items():
+    router.add_api_route(_path, _button_route(_kind), methods=["GET"])
 
-    @router.get("/embed.js")
-    async def embed_js() -> Response:
-        return Response(
-            (STATIC / "embed.js").read_bytes(),
-            media_type="text/javascript; charset=utf-8",
-            headers={"Cache-Control": "public, max-age=300"},
+
+@router.get("/embed.js")
+async def embed_js() -> Response:
+    return Response(
+        (STATIC / "embed.js").read_bytes(),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+@router.get("/embed/popup")
+async def popup_start(
+    request: Request, rt: RuntimeDep, settings: CurrentSettings, origin: str = ""
+) -> Response:
+    if origin not in rt.allowed_origins:
+        return _refusal(
+            "This site is not allowed to open Sign in with Apple here. The administrator "
+            "adds its origin under Embedding in the admin panel.",
+            403,
         )
+    ticket = secrets.token_urlsafe(24)
+    next_path = "/embed/popup/done?" + urlencode({"origin": origin, "ticket": ticket})
+    response = RedirectResponse(
+        "/auth/apple/start?" + urlencode({"next": next_path}), status_code=303
+    )
+    response.set_cookie(
+        EMBED_COOKIE,
+        ticket,
+        max_age=EMBED_TICKET_TTL,
+        httponly=True,
+        secure=settings.cookie_secure,
+        samesite="lax",
+        path="/embed",
+    )
+    return response
 
-    @router.get("/embed/popup")
-    async def popup_start(request: Request, origin: str = "") -> Response:
-        allowed = request.app.state.admin_runtime.allowed_origins
-        if origin not in allowed:
-            return _refusal(
-                "This site is not allowed to open Sign in with Apple here. The administrator "
-                "adds its origin under Embedding in the admin panel.",
-                403,
-            )
-        ticket = secrets.token_urlsafe(24)
-        next_path = "/embed/popup/done?" + urlencode({"origin": origin, "ticket": ticket})
-        response = RedirectResponse(
-            "/auth/apple/start?" + urlencode({"next": next_path}), status_code=303
+
+@router.get("/embed/popup/done")
+async def popup_done(
+    request: Request,
+    rt: RuntimeDep,
+    service: ServiceDep,
+    origin: str = "",
+    ticket: str = "",
+    signin: str = "",
+) -> Response:
+    expected = request.cookies.get(EMBED_COOKIE, "")
+    if origin not in rt.allowed_origins or not (expected and constant_time_equal(expected, ticket)):
+        return _refusal("This sign-in window has expired; start again from the page.", 403)
+    if signin == "cancelled":
+        data = {"type": MESSAGE_TYPE, "status": "error", "error": "user_cancelled_authorize"}
+    else:
+        data = await _popup_result(request, service, origin)
+    response = _message_page(secrets.token_urlsafe(12), origin, data)
+    response.delete_cookie(EMBED_COOKIE, path="/embed")
+    return response
+
+
+async def _popup_result(request: Request, service: Service, origin: str) -> dict[str, Any]:
+    """What the popup posts to the page that opened it: a session of its own for the
+    embedding site (like ``apple_connect``'s cookie) and the user, or an error."""
+    settings = service.settings
+    token = request.cookies.get(settings.cookie_name, "")
+    async with service.sessions() as db:
+        user: User | None = await store.session_user(db=db, raw=token)
+        if user is None:
+            return {"type": MESSAGE_TYPE, "status": "error", "error": "not_signed_in"}
+        cookie = await store.create_session(db=db, user_id=user.id, ttl=settings.session_ttl)
+        await store.audit(
+            db=db,
+            event="embed.signed_in",
+            actor="user",
+            sub=user.sub,
+            detail={"origin": origin},
         )
-        settings = request.app.state.service.settings
-        response.set_cookie(
-            EMBED_COOKIE,
-            ticket,
-            max_age=EMBED_TICKET_TTL,
-            httponly=True,
-            secure=settings.cookie_secure,
-            samesite="lax",
-            path="/embed",
-        )
-        return response
-
-    @router.get("/embed/popup/done")
-    async def popup_done(
-        request: Request, origin: str = "", ticket: str = "", signin: str = ""
-    ) -> Response:
-        rt = request.app.state.admin_runtime
-        expected = request.cookies.get(EMBED_COOKIE, "")
-        if origin not in rt.allowed_origins or not (
-            expected and constant_time_equal(expected, ticket)
-        ):
-            return _refusal("This sign-in window has expired; start again from the page.", 403)
-        nonce = secrets.token_urlsafe(12)
-        data: dict[str, Any]
-        service = request.app.state.service
-        settings = service.settings
-        if signin == "cancelled":
-            data = {"type": MESSAGE_TYPE, "status": "error", "error": "user_cancelled_authorize"}
-        else:
-            token = request.cookies.get(settings.cookie_name, "")
-            async with service.sessions() as db:
-                user: User | None = await store.session_user(db=db, raw=token)
-                if user is None:
-                    data = {"type": MESSAGE_TYPE, "status": "error", "error": "not_signed_in"}
-                else:
-                    # A session of its own for the embedding site, like apple_connect's cookie.
-                    cookie = await store.create_session(
-                        db=db, user_id=user.id, ttl=settings.session_ttl
-                    )
-                    await store.audit(
-                        db=db,
-                        event="embed.signed_in",
-                        actor="user",
-                        sub=user.sub,
-                        detail={"origin": origin},
-                    )
-                    await db.commit()
-                    name = " ".join(p for p in (user.first_name, user.last_name) if p) or None
-                    data = {
-                        "type": MESSAGE_TYPE,
-                        "status": "ok",
-                        "cookie": cookie,
-                        "user": {
-                            "id": user.id,
-                            "sub": user.sub,
-                            "email": user.email,
-                            "name": name,
-                            "role": user.role,
-                            "is_private_email": user.is_private_email,
-                        },
-                    }
-        response = _message_page(nonce, origin, data)
-        response.delete_cookie(EMBED_COOKIE, path="/embed")
-        return response
-
-    return router
+        await db.commit()
+    shown = user_json(user)
+    return {
+        "type": MESSAGE_TYPE,
+        "status": "ok",
+        "cookie": cookie,
+        "user": {k: shown[k] for k in EMBED_FIELDS},
+    }

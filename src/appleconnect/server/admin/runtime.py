@@ -44,7 +44,6 @@ __all__ = [
     "EXTRAS",
     "AppleSettingsHook",
     "Runtime",
-    "SettingsMiddleware",
     "stored_settings",
 ]
 
@@ -288,18 +287,3 @@ async def save(
         db.add(SettingValue(key=VERSION_KEY, value=stamp, encrypted=False, updated_at=now))
     else:
         row.value, row.updated_at = stamp, now
-
-
-class SettingsMiddleware:
-    """Before each request, apply settings that another process (or this one) changed."""
-
-    def __init__(self, app: Any, runtime: Runtime) -> None:
-        self.app = app
-        self.runtime = runtime
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            service = getattr(scope["app"].state, "service", None)
-            if service is not None:
-                await self.runtime.refresh(service)
-        await self.app(scope, receive, send)

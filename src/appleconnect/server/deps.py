@@ -1,0 +1,223 @@
+"""The FastAPI dependencies of the service's routes, all in one place.
+
+A route declares what it needs as a parameter, ``service: ServiceDep`` or ``user: CurrentUser``,
+and FastAPI computes it once per request, in the order the parameters are declared; a
+dependency that refuses the request raises (:class:`.errors.ServiceError` for the API and the
+sign-in pages, :class:`.errors.AdminRequired` or :class:`.errors.Forbidden` for the admin
+panel), and the exception handlers (:mod:`.error_handlers`) answer.
+
+None of them declares a query, header or body parameter, so they add nothing to the OpenAPI
+document: the REST API's parameters are read by :func:`.params.read_params` and described by
+:mod:`.openapi`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.datastructures import FormData
+from starlette.requests import Request
+
+from . import store
+from .admin import auth
+from .admin.runtime import Runtime
+from .errors import AdminRequired, Forbidden, ServiceError
+from .models import User
+from .params import bearer_or_param, read_params
+from .ratelimit import rate_limited
+from .settings import Settings
+from .signin import Service
+
+__all__ = [
+    "AdminForm",
+    "AdminFormWithFile",
+    "AdminSession",
+    "ApiKey",
+    "CurrentSettings",
+    "CurrentUser",
+    "IpLimit",
+    "Params",
+    "RuntimeDep",
+    "ServiceDep",
+    "SessionToken",
+    "client_host",
+    "get_service",
+    "user_of_session",
+]
+
+ADMIN_FORM_FIELDS = 40
+
+
+# --- the service ---------------------------------------------------------------------------
+
+
+def get_service(request: Request) -> Service:
+    """The service container the lifespan built for this app."""
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def current_settings(service: ServiceDep) -> Settings:
+    """The settings in force now: the admin panel swaps in a new object when it changes one."""
+    return service.settings
+
+
+CurrentSettings = Annotated[Settings, Depends(current_settings)]
+
+
+def get_runtime(request: Request) -> Runtime:
+    """What the process started with and what the admin panel stored (see :mod:`.admin.runtime`)."""
+    runtime: Runtime = request.app.state.admin_runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_params(request: Request) -> dict[str, str]:
+    """The REST API's parameters, from the query string and the body (:func:`.read_params`)."""
+    return await read_params(request)
+
+
+Params = Annotated[dict[str, str], Depends(get_params)]
+
+
+# --- rate limits and the API key -----------------------------------------------------------
+
+
+def client_host(request: Request) -> str | None:
+    # Behind a proxy, uvicorn's --forwarded-allow-ips makes this the real client.
+    return request.client.host if request.client else None
+
+
+async def limit_ip(request: Request, service: ServiceDep) -> None:
+    """Count the request against its client IP (shared by all processes), or raise 429."""
+    host = client_host(request)
+    if service.limiter.ip_bucket(host) is None:
+        return
+    async with service.sessions() as db:
+        wait = await service.limiter.hit_ip(db=db, host=host)
+        await db.commit()
+    if wait is not None:
+        raise rate_limited(wait)
+
+
+IpLimit = Annotated[None, Depends(limit_ip)]
+
+
+async def require_api_key(request: Request, service: ServiceDep, values: Params) -> None:
+    """Check the API key, counting the request against the client IP and the key.
+
+    The IP is counted first and also for a wrong key, which caps key guessing. Counting,
+    the key lookup and its last-used time share one short transaction.
+    """
+    raw = values.get("key", "")
+    limiter = service.limiter
+    async with service.sessions() as db:
+        wait = await limiter.hit_ip(db=db, host=client_host(request))
+        key = None if wait is not None or not raw else await store.check_api_key(db=db, raw=raw)
+        key_wait = None if key is None else await limiter.hit_key(db=db, key_id=key.id)
+        await db.commit()
+    if wait is not None:
+        raise rate_limited(wait)
+    if key_wait is not None:
+        raise rate_limited(key_wait, field="key")
+    if not raw:
+        raise ServiceError(
+            "missing_parameter", "The parameter 'key' is required.", status=401, field="key"
+        )
+    if key is None:
+        raise ServiceError(
+            "invalid_key", "The API key is invalid or revoked.", status=401, field="key"
+        )
+
+
+ApiKey = Annotated[None, Depends(require_api_key)]
+
+
+# --- the signed-in user --------------------------------------------------------------------
+
+
+def session_token(request: Request, _limit: IpLimit, values: Params) -> str:
+    """The session an app sends: ``Authorization: Bearer`` or the ``cookie`` parameter; the
+    request is counted against its client IP first."""
+    return bearer_or_param(request, values)
+
+
+SessionToken = Annotated[str, Depends(session_token)]
+
+
+async def user_of_session(service: Service, token: str) -> User:
+    """The user a session token belongs to, or ``invalid_cookie`` (401)."""
+    async with service.sessions() as db:
+        user = await store.session_user(db=db, raw=token)
+    if user is None:
+        raise ServiceError(
+            "invalid_cookie",
+            "The session is invalid or has expired.",
+            status=401,
+            field="cookie",
+        )
+    return user
+
+
+async def current_user(service: ServiceDep, token: SessionToken) -> User:
+    return await user_of_session(service, token)
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+# --- the admin panel -----------------------------------------------------------------------
+
+
+async def admin_session(request: Request, service: ServiceDep) -> str:
+    """The admin session token from its cookie, or :class:`AdminRequired`; also makes the
+    session's CSRF token available to the page (``request.state.admin_csrf``)."""
+    raw = request.cookies.get(auth.ADMIN_COOKIE, "")
+    if not raw:
+        raise AdminRequired
+    async with service.sessions() as db:
+        if not await auth.valid_admin_session(db=db, raw=raw):
+            raise AdminRequired
+    request.state.admin_csrf = auth.csrf_token(raw)
+    return raw
+
+
+AdminSession = Annotated[str, Depends(admin_session)]
+
+
+def admin_same_origin(request: Request, settings: CurrentSettings) -> None:
+    """Refuse (:class:`Forbidden`) a form that says it came from another origin."""
+    if not auth.same_origin(settings, request.headers.get("origin"), request.headers.get("host")):
+        raise Forbidden
+
+
+async def _admin_form(request: Request, raw: str, files: int) -> FormData:
+    form = await request.form(max_files=files, max_fields=ADMIN_FORM_FIELDS)
+    token = form.get("csrf")
+    if not isinstance(token, str) or not auth.check_csrf(raw, token):
+        raise Forbidden
+    return form
+
+
+async def admin_form(
+    request: Request, raw: AdminSession, _origin: Annotated[None, Depends(admin_same_origin)]
+) -> FormData:
+    """The POSTed form of an admin page, after the session, origin and CSRF checks."""
+    return await _admin_form(request, raw, files=0)
+
+
+async def admin_form_with_file(
+    request: Request, raw: AdminSession, _origin: Annotated[None, Depends(admin_same_origin)]
+) -> FormData:
+    """As :func:`admin_form`, for the one form that uploads a file (the .p8 key)."""
+    return await _admin_form(request, raw, files=1)
+
+
+AdminForm = Annotated[FormData, Depends(admin_form)]
+AdminFormWithFile = Annotated[FormData, Depends(admin_form_with_file)]

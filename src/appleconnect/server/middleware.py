@@ -1,0 +1,103 @@
+"""The service's ASGI middlewares, outermost first as ``create_app`` adds them last:
+
+- :class:`SettingsMiddleware` applies settings changed in the admin panel (in any process)
+  before the request is handled, so a change counts at once;
+- :class:`NotConfiguredGate` answers ``not_configured`` on the sign-in paths while the Apple
+  settings are missing;
+- :class:`BodyLimit` refuses request bodies over ``max_body_bytes`` before a handler reads them.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .admin.runtime import Runtime
+from .error_handlers import error_response
+from .errors import ServiceError, error_body
+from .signin import Service
+
+__all__ = ["NOT_CONFIGURED_PATHS", "BodyLimit", "NotConfiguredGate", "SettingsMiddleware"]
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before a handler reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise ServiceError(
+                        "payload_too_large", "The request body is too large.", status=413
+                    )
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse(
+        error_body("payload_too_large", "The request body is too large."), status_code=413
+    )
+    await response(scope, receive, send)
+
+
+NOT_CONFIGURED_PATHS = ("/api/", "/auth/apple/")
+
+
+class NotConfiguredGate:
+    """Answer ``not_configured`` (503) on the sign-in paths while Apple settings are missing.
+
+    A production service may start without Apple credentials and get them from the admin panel;
+    until then the REST API and the web flow say so, and everything else (the admin panel
+    first) works. The error is rendered as JSON or as a page, like every other error.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(NOT_CONFIGURED_PATHS):
+            service: Service | None = getattr(scope["app"].state, "service", None)
+            if service is not None and service.apple.missing:
+                error = ServiceError(
+                    "not_configured",
+                    "Sign in with Apple is not set up on this service yet; the administrator "
+                    "enters the Apple settings in the admin panel.",
+                    status=503,
+                )
+                await error_response(Request(scope), error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class SettingsMiddleware:
+    """Before each request, apply settings that another process (or this one) changed."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            service: Service | None = getattr(scope["app"].state, "service", None)
+            if service is not None:
+                await self.runtime.refresh(service)
+        await self.app(scope, receive, send)

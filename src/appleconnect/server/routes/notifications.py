@@ -1,0 +1,30 @@
+"""Apple's server-to-server notifications (consent revoked, account deleted, email forwarding
+changed), posted to the notification URL registered with Apple."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import Request
+
+from ..deps import ServiceDep
+from ..openapi import ERROR_RESPONSES
+from ..signin import handle_notification
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.post(
+    "/auth/apple/notifications",
+    summary="Apple's server-to-server notifications",
+    responses={
+        "400": ERROR_RESPONSES["400"] | {"description": "Forged or malformed."},
+        "503": ERROR_RESPONSES["503"] | {"description": "Apple's keys unavailable."},
+    },
+)
+async def notifications(request: Request, service: ServiceDep) -> Response:
+    body = await request.body()
+    event, applied = await handle_notification(service=service, body=body)
+    return JSONResponse({"status": "ok", "event": event, "duplicate": not applied})
