@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import json
 import secrets
 import string
 from typing import Any
@@ -20,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
+
+from ._json import JSONTooDeep, parse_json
 
 _KID_ALPHABET = string.ascii_letters + string.digits
 _ID_ALPHABET = string.ascii_uppercase + string.digits
@@ -137,7 +138,11 @@ def read_secret_header(secret: str) -> dict[str, Any]:
     if len(parts) != 3:
         raise SecretCheckError("The client secret is not a compact JWS (header.payload.signature).")
     try:
-        header = json.loads(b64url_decode(parts[0]))
+        header = parse_json(
+            b64url_decode(parts[0]), max_bytes=MAX_SECRET_LENGTH, what="The client secret header"
+        )
+    except JSONTooDeep as exc:
+        raise SecretCheckError(str(exc)) from exc
     except ValueError as exc:
         raise SecretCheckError("The client secret header is not base64url JSON.") from exc
     if not isinstance(header, dict):
@@ -172,7 +177,11 @@ def verify_es256(secret: str, public_pem: str) -> dict[str, Any]:
     except JoseError as exc:
         raise SecretCheckError("The client secret signature does not verify.") from exc
     try:
-        claims = json.loads(obj.payload or b"")
+        claims = parse_json(
+            obj.payload or b"", max_bytes=MAX_SECRET_LENGTH, what="The client secret payload"
+        )
+    except JSONTooDeep as exc:
+        raise SecretCheckError(str(exc)) from exc
     except ValueError as exc:
         raise SecretCheckError("The client secret payload is not JSON.") from exc
     if not isinstance(claims, dict):

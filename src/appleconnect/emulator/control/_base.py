@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 
 from .._errors import ControlError, OAuthError
 from .._http import BodyTooLarge, apple_error, read_body
+from .._json import JSONInputError, JSONTooDeep, parse_json
 from ..faults import FaultError
 from ..state import StateError
 
@@ -68,8 +69,10 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except ValueError as exc:
+        data = parse_json(raw, max_bytes=MAX_JSON_BYTES, what="The request body")
+    except JSONTooDeep as exc:
+        raise ControlError(str(exc)) from exc
+    except JSONInputError as exc:
         raise ControlError("The request body is not JSON.") from exc
     if not isinstance(data, dict):
         raise ControlError("The request body must be a JSON object.")
