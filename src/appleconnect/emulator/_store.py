@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,28 @@ CREATE TABLE IF NOT EXISTS records (
 """
 
 
+_SIDECARS = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside the database; it creates them with the database file's mode."""
+
+
+def private_directory(path: Path) -> None:
+    """Create ``path`` (and missing parents) readable by this user only (0700), whatever the
+    umask; an existing directory keeps its mode."""
+    if path.is_dir():
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def private_file(path: Path) -> None:
+    """Make sure ``path`` exists and is 0600 before anyone writes a secret to it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class Store:
     """Write-through persistence for the emulator state; a no-op when ``path`` is ``None``."""
 
@@ -32,13 +55,18 @@ class Store:
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_directory(path.parent)
+            private_file(path)
             # check_same_thread=False: FastAPI may call us from its thread pool; the lock below
             # serialises every use of the connection.
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            for sidecar in _SIDECARS:
+                sidecar_path = path.with_name(path.name + sidecar)
+                if sidecar_path.exists():
+                    sidecar_path.chmod(0o600)
 
     @property
     def persistent(self) -> bool:

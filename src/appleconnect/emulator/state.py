@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _jose
-from ._store import Store
+from ._store import Store, private_directory
 from .records import (
     KINDS,
     AccessToken,
@@ -292,7 +292,7 @@ class EmulatorState:
         """Write ``credentials.json`` and the key files (atomically); return the file's path."""
         if self.state_dir is None:
             return None
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.state_dir)
         for key in self._all("client_key"):
             path = self.key_file_path(key.key_id)
             if key.private_pem and path is not None and not path.exists():
@@ -784,6 +784,7 @@ def _atomic_write(path: Path, text: str, *, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
