@@ -74,14 +74,15 @@ def build_sandbox_app(
         await holder["app"](scope, receive, send)
 
     transport = httpx.ASGITransport(app=combined)
+    public_url = public_url.rstrip("/")
     emulator_app = create_emulator_app(
         state_dir=emulator_state_dir or data_dir / "emulator",
         notification_transport=transport,
         notification_retry_delays=(0.2, 1.0),
+        base_url=public_url + APPLE_PREFIX,
     )
     emulator = emulator_app.state.emulator
     team = emulator.default_team
-    public_url = public_url.rstrip("/")
     settings = load_settings(
         data_dir=data_dir,
         environ={},

@@ -21,8 +21,8 @@ from appleconnect.emulator import EmulatorState, create_emulator_app
 
 @pytest.fixture
 def app() -> Iterator[FastAPI]:
-    """A fresh in-memory emulator with fast notification retries."""
-    application = create_emulator_app(notification_retry_delays=(0.05, 0.1))
+    """A fresh in-memory emulator with fast notification retries, reached at ``BASE``."""
+    application = create_emulator_app(notification_retry_delays=(0.05, 0.1), base_url=BASE)
     yield application
     application.state.emulator.close()
 

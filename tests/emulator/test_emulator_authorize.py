@@ -12,11 +12,10 @@ from typing import Any
 import httpx
 import pytest
 from emulator_helpers import WEB_REDIRECT, parse_forms, verify_apple_jwt
-from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from appleconnect.emulator import EmulatorState
+from appleconnect.emulator import EmulatorState, create_emulator_app
 
 Exchange = Callable[..., Any]
 
@@ -245,7 +244,8 @@ async def test_new_apple_id_from_the_consent_page(
     }
 
 
-async def test_mounted_under_a_prefix(app: FastAPI, exchange: Exchange) -> None:
+async def test_mounted_under_a_prefix() -> None:
+    app = create_emulator_app(base_url="http://svc.test/apple/")
     parent = Starlette(routes=[Mount("/apple", app=app)])
     transport = httpx.ASGITransport(app=parent)
     async with httpx.AsyncClient(transport=transport, base_url="http://svc.test") as c:

@@ -62,14 +62,15 @@ def serve(
     import uvicorn
 
     enabled = is_loopback(host) if control_api is None else control_api
+    shown_host = f"[{host}]" if ":" in host else host
+    base = f"http://{shown_host}:{port}"
     app = create_emulator_app(
         state_dir=state_dir,
         issuer=issuer or "https://appleid.apple.com",
         control_api=enabled,
+        base_url=base,
     )
     state: EmulatorState = app.state.emulator
-    shown_host = f"[{host}]" if ":" in host else host
-    base = f"http://{shown_host}:{port}"
     credentials = state.write_credentials(base_url=base)
     out = sys.stdout
     out.write("appleconnect Apple ID emulator (not Apple)\n")

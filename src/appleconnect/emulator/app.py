@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +22,17 @@ from .pages import Pages
 from .state import APPLE_ISSUER, EmulatorState
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+"""Where ``appleconnect emulator`` listens by default; pass the real one to ``base_url``."""
+
+
+def checked_base_url(url: str) -> str:
+    """``url`` without its trailing slash, once checked: absolute http(s), no query, no fragment."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"base_url must be an absolute http:// or https:// URL, not {url!r}.")
+    return url.rstrip("/")
 
 
 @contextlib.asynccontextmanager
@@ -39,6 +51,7 @@ def create_emulator_app(
     notification_transport: httpx.AsyncBaseTransport | None = None,
     notification_retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
     fault_seed: int | None = None,
+    base_url: str = DEFAULT_BASE_URL,
 ) -> FastAPI:
     """Build the emulator of Apple's side of Sign in with Apple as an ASGI app.
 
@@ -48,7 +61,12 @@ def create_emulator_app(
     ``notification_transport`` lets an in-process caller receive server-to-server notifications
     without a socket. ``app.state.emulator`` is the :class:`EmulatorState`, ``app.state.notifier``
     the :class:`Notifier` and ``app.state.faults`` the :class:`FaultInjector`.
+
+    ``base_url`` is where clients reach the emulator, mount prefix included (for example
+    ``http://127.0.0.1:8000/apple``): the discovery document's endpoint URLs are built from it,
+    never from the request's ``Host`` header, which any client can forge.
     """
+    base_url = checked_base_url(base_url)
     state = EmulatorState(state_dir=state_dir, issuer=issuer, clock=clock)
     if state_dir is not None:
         state.write_credentials()
@@ -65,13 +83,15 @@ def create_emulator_app(
     )
     app.state.faults = FaultInjector(seed=fault_seed)
     app.state.pages = Pages()
+    app.state.base_url = base_url
     app.add_middleware(FaultMiddleware, injector=app.state.faults)
     app.include_router(apple_routes.router)
     app.include_router(jsapi.router)
     if control_api:
         app.include_router(control.router)
     log.info(
-        "emulator ready: issuer %s, state %s, control API %s",
+        "emulator ready at %s: issuer %s, state %s, control API %s",
+        base_url,
         issuer,
         state_dir if state_dir is not None else "in memory",
         "on" if control_api else "off",

@@ -28,7 +28,7 @@ from ._http import (
     root_path,
 )
 from .consent import answer_consent, consent_page
-from .deps import PagesDep, StateDep
+from .deps import BaseUrlDep, PagesDep, StateDep
 from .pages import Pages
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,6 @@ CLAIMS_SUPPORTED = (
     "sub",
     "transfer_sub",
 )
-
-
-def base_url(request: Request) -> str:
-    """The emulator's own base URL as the client reached it, mount prefix included."""
-    return f"{request.url.scheme}://{request.url.netloc}{root_path(request)}"
 
 
 def _refused(endpoint: str, exc: OAuthError) -> Response:
@@ -80,9 +75,9 @@ def deliver(pages: Pages, result: protocol.AuthorizationResult) -> Response:
 
 
 @router.get("/.well-known/openid-configuration")
-async def discovery(request: Request, state: StateDep) -> Response:
-    """The discovery document as Apple publishes it, with this emulator's endpoint URLs."""
-    base = base_url(request)
+async def discovery(state: StateDep, base: BaseUrlDep) -> Response:
+    """The discovery document as Apple publishes it, with this emulator's endpoint URLs (built
+    from the configured base URL, never from the request's ``Host`` header)."""
     return apple_json(
         {
             "issuer": state.issuer,

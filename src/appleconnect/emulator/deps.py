@@ -36,7 +36,13 @@ def get_pages(request: Request) -> Pages:
     return cast(Pages, request.app.state.pages)
 
 
+def get_base_url(request: Request) -> str:
+    """Where clients reach the emulator (``app.state.base_url``), as configured."""
+    return cast(str, request.app.state.base_url)
+
+
 StateDep = Annotated[EmulatorState, Depends(get_state)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 FaultsDep = Annotated[FaultInjector, Depends(get_faults)]
 PagesDep = Annotated[Pages, Depends(get_pages)]
+BaseUrlDep = Annotated[str, Depends(get_base_url)]
