@@ -22,7 +22,8 @@ logo       ``/appleid/button/logo``     ``/buttons/apple/logo``
 Any invalid value, unknown parameter name (``logo_size`` for ``logo-size`` included), repeated
 parameter or oversized query raises :class:`ButtonParamsError`; Apple answers such requests with
 ``404`` and so should callers. ``type=sign-up`` is accepted in addition to Apple's documented
-``sign-in`` and ``continue``: Sign in with Apple JS offers it (``data-type``, section 10).
+``sign-in`` and ``continue``: Sign in with Apple JS offers it (``data-type``;
+docs/apple-protocol.md#buttons-and-js).
 
 Proportions, in points, before ``scale`` (HIG-like values; Apple publishes ratios, not a grid):
 
