@@ -88,7 +88,8 @@ class AppleGateway:
             nonce=nonce,
             response_mode="form_post",
             # With ``code id_token`` the form_post carries the id_token, whose ``sub`` keys the
-            # first-login name before the code exchange, which can fail (field notes P3).
+            # first-login name before the code exchange, which can fail
+            # (docs/pitfalls.md#pitfall-name-only-once).
             response_type="code id_token",
         )
 

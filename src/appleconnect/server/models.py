@@ -155,7 +155,8 @@ class AuthRequest(Base):
 
 
 class PendingName(Base):
-    """The first-login name, saved before anything that can fail (field notes P3)."""
+    """The first-login name, saved before anything that can fail
+    (docs/pitfalls.md#pitfall-name-only-once)."""
 
     __tablename__ = "pending_names"
 

@@ -1,7 +1,8 @@
 """Reading and validating request parameters from a query string, a form or a JSON body.
 
-The seed's API accepts its parameters either way (``GET ?key=…`` or a POSTed form), so one
-reader merges them: a parameter given twice, in two places or twice in one, is refused.
+The REST API takes its parameters either way, as WordPress Apple Connect clients send them
+(``GET ?key=…`` or a POSTed form; docs/service.md#wordpress-compatible-api), so one reader
+merges them: a parameter given twice, in two places or twice in one, is refused.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The sign-in pipeline shared by the web flow and ``apple_connect``, and the account lifecycle.
 
-Order matters (field notes P3, P16): the first-login name is saved before anything that can
-fail; the code is exchanged once (one call to Apple); the id_token is verified; only then are
-the user, the encrypted refresh token and the session written, in one transaction.
+Order matters (docs/pitfalls.md#pitfall-name-only-once, docs/pitfalls.md#pitfall-code-used-twice):
+the first-login name is saved before anything that can fail; the code is exchanged once (one
+call to Apple); the id_token is verified; only then are the user, the encrypted refresh token and
+the session written, in one transaction.
 """
 
 from __future__ import annotations
@@ -321,8 +322,9 @@ async def _record_sign_in(
 async def sign_in_with_refresh_token(*, service: Service, refresh_token: str) -> SignInResult:
     """Validate a stored refresh token with Apple, at most once per interval, and open a session.
 
-    Apple throttles validation more often than once a day (docs/apple-rest-api.md, 2.3), so
-    within ``refresh_validation_interval`` the last validation is trusted without a call.
+    Apple throttles validation more often than once a day
+    (docs/apple-protocol.md#quirk-refresh-once-a-day), so within ``refresh_validation_interval``
+    the last validation is trusted without a call.
     """
     settings = service.settings
     async with service.sessions() as db:
@@ -399,7 +401,8 @@ class DeletionReport:
 
 
 async def delete_account(*, service: Service, user_id: int, actor: str) -> DeletionReport:
-    """Revoke the user's Apple tokens, then delete their data, and record both (P12)."""
+    """Revoke the user's Apple tokens, then delete their data, and record both
+    (docs/pitfalls.md#pitfall-revocation-on-deletion)."""
     async with service.sessions() as db:
         user = await db.get(User, user_id)
         if user is None:

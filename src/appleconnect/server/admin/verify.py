@@ -23,7 +23,7 @@ __all__ = ["INVALID_CLIENT_CAUSES", "router", "verify_settings"]
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
-# The usual causes of invalid_client, most likely first (field notes P1, P11, P13).
+# The usual causes of invalid_client, most likely first (docs/pitfalls.md#pitfall-invalid-client).
 INVALID_CLIENT_CAUSES = (
     "The private key and the Key ID do not belong together (with several keys in one account, "
     "the .p8 file of one key and the Key ID of another is the most common mistake).",

@@ -201,7 +201,7 @@ def pick_client_id(settings: Settings, values: dict[str, str]) -> str:
 
 
 def _connect_body(result: SignInResult) -> dict[str, Any]:
-    """``apple_connect``'s answer, field by field (docs/service.md)."""
+    """``apple_connect``'s answer, field by field (docs/service.md#wordpress-compatible-api)."""
     return {
         "status": "ok",
         "email": result.user.email,

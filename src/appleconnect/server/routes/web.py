@@ -3,7 +3,8 @@ sets the session cookie, and sign-out and account deletion from a page.
 
 Apple's POST to the callback is cross-site, so no ``SameSite=Lax`` cookie arrives with it:
 everything the callback needs is looked up from the ``state`` in the body, and the session
-cookie is set one redirect later, on this site's own ``/auth/apple/finish``.
+cookie is set one redirect later, on this site's own ``/auth/apple/finish``
+(docs/pitfalls.md#pitfall-form-post-loses-cookies).
 """
 
 from __future__ import annotations
