@@ -140,7 +140,9 @@ async def test_no_open_redirect(env: Env) -> None:
 # --- REST API -------------------------------------------------------------------------------
 
 
-async def test_apple_connect_native_answers_the_seed_shape(env: Env) -> None:
+async def test_apple_connect_native_answers_the_wordpress_compatible_shape(env: Env) -> None:
+    """The answer WordPress Apple Connect clients expect
+    (docs/service.md#wordpress-compatible-api)."""
     nonce = "n-" + "a" * 30
     native = await env.native_code(nonce=nonce, name={"firstName": "Maria", "lastName": "Ruiz"})
     response = await env.http.post(
