@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from functools import cache
@@ -232,3 +233,18 @@ def test_the_checks_see_what_they_check() -> None:
         if p.is_relative_to(ROOT / "src")
     )
     assert cited >= 20
+
+
+def test_the_architecture_diagram_is_rendered_from_its_source() -> None:
+    """Every label of docs/architecture.dot is in docs/architecture.svg: the SVG was rendered
+    again after the source changed."""
+    source = (DOCS / "architecture.dot").read_text(encoding="utf-8")
+    svg = html.unescape((DOCS / "architecture.svg").read_text(encoding="utf-8"))
+    texts = {" ".join(t.split()) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)}
+    lines = [
+        " ".join(line.replace('\\"', '"').split())
+        for label in re.findall(r'label="((?:[^"\\]|\\.)*)"', source)
+        for line in label.split("\\n")
+    ]
+    assert len(lines) > 30
+    assert [line for line in lines if line not in texts] == []
