@@ -1,0 +1,163 @@
+"""The Flask integration, with Flask's test client against the ``apple_emulator`` fixture."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from appleconnect import InvalidGrant
+from appleconnect.integrations import AppleSignIn
+from appleconnect.integrations.flask import apple_login_required, current_apple_user, init_app
+from appleconnect.testing import AppleEmulator
+from conftest import NOTIFICATIONS, failure_reasons
+
+MARIA = "maria.ruiz@example.com"
+
+
+@pytest.fixture
+def app(apple_sign_in: AppleSignIn) -> Flask:
+    application = Flask(__name__)
+    init_app(application, apple_sign_in)
+
+    @application.get("/me")
+    @apple_login_required
+    def me() -> dict[str, object]:
+        user = current_apple_user()
+        assert user is not None
+        return {
+            "sub": user.sub,
+            "email": user.email,
+            "private": user.is_private_email,
+            "name": user.full_name,
+            "forwarding": user.email_forwarding,
+        }
+
+    return application
+
+
+@pytest.fixture
+def browser(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def apple_side(app: Flask) -> FlaskClient:
+    """Apple's form_post is a cross-site POST: it carries none of the browser's Lax cookies."""
+    return app.test_client()
+
+
+def sign_in(
+    emulator: AppleEmulator,
+    browser: FlaskClient,
+    apple_side: FlaskClient,
+    account: str = MARIA,
+    **consent: object,
+) -> str:
+    """Start, consent, form_post and finish; where ``/finish`` sends the browser."""
+    started = browser.get("/auth/apple/start?next=/me")
+    assert started.status_code == 303
+    signed = emulator.authorize(started.headers["Location"], account, **consent)  # type: ignore[arg-type]
+    posted = apple_side.post("/auth/apple/callback", data=signed.form)
+    assert posted.status_code == 303, posted.text
+    finished = browser.get(posted.headers["Location"])
+    assert finished.status_code == 303, finished.text
+    return finished.headers["Location"]
+
+
+def test_first_sign_in_creates_the_account(
+    apple_emulator: AppleEmulator, browser: FlaskClient, apple_side: FlaskClient
+) -> None:
+    assert sign_in(apple_emulator, browser, apple_side, name="María Ruiz") == "/me"
+    assert browser.get("/me").json == {
+        "sub": apple_emulator.sub_for(MARIA),
+        "email": MARIA,
+        "private": False,
+        "name": "María Ruiz",
+        "forwarding": True,
+    }
+
+
+def test_name_from_the_first_sign_in_and_relay_flag(
+    apple_emulator: AppleEmulator, browser: FlaskClient, apple_side: FlaskClient
+) -> None:
+    li = "li.wei@example.com"
+    sign_in(apple_emulator, browser, apple_side, li, share_email=False, name="Li Wei")
+    apple_emulator.revoke_consent(li)
+    sign_in(apple_emulator, browser, apple_side, li, share_email=False, name="Other Name")
+    me = browser.get("/me").json
+    assert me is not None
+    assert me["name"] == "Li Wei"
+    assert me["private"] is True
+    assert me["email"].endswith("@privaterelay.appleid.com")
+
+
+def test_state_once_and_bound_to_the_browser(
+    apple_emulator: AppleEmulator,
+    browser: FlaskClient,
+    apple_side: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = browser.get("/auth/apple/start")
+    signed = apple_emulator.authorize(started.headers["Location"])
+    posted = apple_side.post("/auth/apple/callback", data=signed.form)
+    assert apple_side.post("/auth/apple/callback", data=signed.form).status_code == 400
+    assert apple_side.get(posted.headers["Location"]).status_code == 400  # not its browser
+    assert failure_reasons(caplog) == ["unknown_state", "browser"]
+    assert browser.get("/me").status_code == 401
+
+
+def test_a_code_for_another_nonce_is_refused(
+    apple_emulator: AppleEmulator,
+    app: Flask,
+    browser: FlaskClient,
+    apple_side: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = browser.get("/auth/apple/start")
+    state = httpx.URL(started.headers["Location"]).params["state"]
+    redirect = app.extensions["appleconnect"].redirect_uri
+    forged = apple_emulator.sign_in(
+        state=state, nonce="attacker-nonce-0123456789", redirect_uri=redirect
+    )
+    assert apple_side.post("/auth/apple/callback", data=forged.form).status_code == 400
+    assert failure_reasons(caplog) == ["token"]
+    assert "nonce" in caplog.text
+
+
+def test_notifications_are_applied(
+    apple_emulator: AppleEmulator, app: Flask, browser: FlaskClient, apple_side: FlaskClient
+) -> None:
+    li = "li.wei@example.com"
+    sign_in(apple_emulator, browser, apple_side, li, share_email=False)
+    apple_emulator.set_notification_url(NOTIFICATIONS, wsgi_app=app)
+    apple_emulator.set_email_forwarding(li, False)
+    assert browser.get("/me").json["forwarding"] is False  # type: ignore[index]
+    apple_emulator.set_email_forwarding(li, True)
+    assert browser.get("/me").json["forwarding"] is True  # type: ignore[index]
+    [revoked] = apple_emulator.revoke_consent(li)
+    assert revoked.status == "delivered"
+    assert browser.get("/me").status_code == 401
+    sign_in(apple_emulator, browser, apple_side, li)
+    [deleted] = apple_emulator.delete_account(li)
+    assert deleted.status == "delivered"
+    assert app.extensions["appleconnect"].store.get_account(deleted.sub) is None
+
+
+def test_a_forged_notification_is_refused(apple_side: FlaskClient) -> None:
+    forged = {"payload": "eyJraWQiOiJ4IiwiYWxnIjoiUlMyNTYifQ.eyJzdWIiOiJ4In0.c2ln"}
+    assert apple_side.post("/auth/apple/notifications", json=forged).status_code == 400
+
+
+def test_deleting_the_account_revokes_at_apple(
+    apple_emulator: AppleEmulator, app: Flask, browser: FlaskClient, apple_side: FlaskClient
+) -> None:
+    sign_in(apple_emulator, browser, apple_side)
+    store = app.extensions["appleconnect"].store
+    account = store.get_account(apple_emulator.sub_for(MARIA))
+    refresh = account.refresh_token
+    assert browser.post("/auth/apple/delete-account").status_code == 204
+    assert store.get_account(account.sub) is None
+    with pytest.raises(InvalidGrant, match="revoked"):
+        apple_emulator.client().refresh(refresh)
