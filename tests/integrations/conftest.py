@@ -3,23 +3,11 @@
 
 from __future__ import annotations
 
-import logging
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
-import uvicorn
+from integration_helpers import CALLBACK
 
 from appleconnect.integrations import AppleSignIn, MemoryStore
 from appleconnect.testing import AppleEmulator
-
-ORIGIN = "https://testserver"
-CALLBACK = f"{ORIGIN}/auth/apple/callback"
-NOTIFICATIONS = f"{ORIGIN}/auth/apple/notifications"
 
 
 @pytest.fixture
@@ -27,32 +15,3 @@ def apple_sign_in(apple_emulator: AppleEmulator) -> AppleSignIn:
     """The framework-neutral core, talking to the emulator in-process."""
     apple_emulator.register_redirect_uri(CALLBACK)
     return AppleSignIn(apple_emulator.client(), redirect_uri=CALLBACK, store=MemoryStore())
-
-
-def failure_reasons(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The reasons of the sign-in failures logged by the adapters (``reason: detail``)."""
-    return [
-        record.getMessage().split(": ")[1]
-        for record in caplog.records
-        if record.levelno == logging.WARNING and "Sign in with Apple failed" in record.getMessage()
-    ]
-
-
-@contextmanager
-def serve_on_loopback(app: Any) -> Iterator[str]:
-    """Run an ASGI app with uvicorn on 127.0.0.1 and a free port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()

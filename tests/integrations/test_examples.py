@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from integration_helpers import CALLBACK, ORIGIN
 
 from appleconnect.testing import AppleEmulator
-from conftest import CALLBACK, ORIGIN
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "integrations.md"
 

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from integration_helpers import NOTIFICATIONS, ORIGIN, failure_reasons, serve_on_loopback
 
 from appleconnect import InvalidGrant
 from appleconnect.integrations import AppleSignIn
 from appleconnect.integrations.fastapi import CurrentAppleUser, router
 from appleconnect.testing import AppleEmulator
-from conftest import NOTIFICATIONS, ORIGIN, failure_reasons, serve_on_loopback
 
 MARIA = "maria.ruiz@example.com"
 

@@ -6,12 +6,12 @@ import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from integration_helpers import NOTIFICATIONS, failure_reasons
 
 from appleconnect import InvalidGrant
 from appleconnect.integrations import AppleSignIn
 from appleconnect.integrations.flask import apple_login_required, current_apple_user, init_app
 from appleconnect.testing import AppleEmulator
-from conftest import NOTIFICATIONS, failure_reasons
 
 MARIA = "maria.ruiz@example.com"
 

@@ -1,5 +1,5 @@
-"""The integrations' boundaries (docs/design.md): they use the library only, never the service,
-the emulator or the test kit, and none of them pulls in another web framework."""
+"""The integrations' boundaries (docs/architecture.md): they use the library only, never the
+service, the emulator or the test kit, and none of them pulls in another web framework."""
 
 from __future__ import annotations
 

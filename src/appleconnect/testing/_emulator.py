@@ -27,7 +27,7 @@ from appleconnect.emulator import checkpoint, create_emulator_app, restore_check
 
 from ._records import Account, Credentials, EmulatorError, SentNotification, SignIn
 from ._routes import NotificationRoutes
-from ._runner import EmulatorRunner, InProcessTransport
+from ._runner import EmulatorRunner, InProcessTransport, bound_socket, loopback_url
 
 IN_PROCESS_URL = "http://appleid.emulator.test"
 """The base URL of clients that reach the emulator in-process (no socket; the host is a label)."""
@@ -46,14 +46,16 @@ class AppleEmulator:
 
     def __init__(self, *, issuer: str = APPLE_ISSUER) -> None:
         self._routes = NotificationRoutes()
+        sock = bound_socket()
         self.app = create_emulator_app(
             issuer=issuer,
+            base_url=loopback_url(sock),
             notification_transport=self._routes,
             notification_retry_delays=(0.05, 0.2),
         )
         self.state = self.app.state.emulator
         """The emulator's ``EmulatorState`` (docs/emulator.md), for what the helpers lack."""
-        self._runner = EmulatorRunner(self.app)
+        self._runner = EmulatorRunner(self.app, sock)
         team = self.state.default_team
         self.credentials = Credentials(
             team_id=team.team_id,

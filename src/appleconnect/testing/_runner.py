@@ -27,11 +27,28 @@ CALL_TIMEOUT = 60.0
 """Longest wait for one call on the emulator's thread (a fault may add up to 60 s of latency)."""
 
 
-class EmulatorRunner:
-    """Runs ``app`` on a private event loop; ``base_url`` starts a loopback server on demand."""
+def bound_socket() -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 and a free port (port 0: the system picks one)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
-    def __init__(self, app: FastAPI) -> None:
+
+def loopback_url(sock: socket.socket) -> str:
+    """``http://127.0.0.1:<port>`` of a bound socket."""
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class EmulatorRunner:
+    """Runs ``app`` on a private event loop; ``base_url`` starts a loopback server on demand.
+
+    ``sock`` is bound (not yet listening) to ``127.0.0.1`` and a port the system chose (so
+    that xdist workers never clash); the app was built knowing that URL.
+    """
+
+    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
         self.app = app
+        self._sock = sock
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="apple-emulator", daemon=True
@@ -93,9 +110,7 @@ class EmulatorRunner:
     def _start_server(self) -> str:
         import uvicorn
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))  # port 0: the system picks a free one (no clash with xdist)
-        port = sock.getsockname()[1]
+        sock = self._sock
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
         server = uvicorn.Server(config)
 
@@ -112,13 +127,14 @@ class EmulatorRunner:
                 await asyncio.sleep(0.002)
 
         self.call_on_thread(started(), timeout=30)
-        return f"http://127.0.0.1:{port}"
+        return loopback_url(sock)
 
     def close(self) -> None:
         """Stop the loopback server (if started) and the thread."""
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             self._serving.result(timeout=30)
+        self._sock.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
         self.loop.close()
