@@ -65,6 +65,11 @@ async def test_transfer_between_teams(
     assert step_a.status_code == 200, step_a.text
     transfer_sub = step_a.json()["transfer_sub"]
     assert set(step_a.json()) == {"transfer_sub"}
+    # The app moves to team B; the recipient's calls work from then on (TN3159).
+    moved = await client.post(
+        "/emulator/transfers", json={"app_id": "com.example.app", "to_team": "TEAMB00001"}
+    )
+    assert moved.status_code == 201, moved.text
 
     secret_b = make_secret(
         "com.b.web", team_id="TEAMB00001", key_id=team_b["key_id"], pem=team_b["private_key_pem"]

@@ -161,7 +161,9 @@ def test_users_migrate_export_then_import_through_the_cli(
         for email, account in accounts.items()
     }
 
-    # The recipient team: each transfer_sub swapped for team B's sub.
+    # The app moves to team B (Apple's app transfer); then the recipient team swaps each
+    # transfer_sub for team B's sub.
+    state.transfer_app(app_id=team_a.app_id, to_team=TEAM_B)
     code, out, err = migrate("import", "--config", str(config_b))
     assert (code, err) == (0, "")
     assert out.splitlines()[-1] == "import: 2 users migrated, 0 unchanged, 0 failed"

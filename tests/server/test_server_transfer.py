@@ -90,6 +90,7 @@ async def test_export_then_import_and_sign_in_rekey_users_to_the_new_team(env: E
     assert after_export[ids[MARIA]].sub == maria_a["id_token"]["sub"]  # not re-keyed yet
     again = await export_transfer_subs(service=env.service, target_team_id=TEAM_B)
     assert (again.done, again.unchanged) == (0, 2)
+    state.transfer_app(app_id=app_a, to_team=TEAM_B)  # Apple's app transfer to team B
 
     async with recipient(env, team) as http_b:
         # Li signs in to team B before the import: the id_token's transfer_sub links her.

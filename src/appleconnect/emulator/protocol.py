@@ -16,7 +16,7 @@ from typing import Any
 
 from . import _jose
 from ._errors import OAuthError
-from .records import AccessToken, Account, Client, Consent, Transfer
+from .records import AccessToken, Account, AppTransfer, Client, Consent
 from .state import (
     ACCESS_TOKEN_TTL,
     CLIENT_SECRET_IAT_SKEW,
@@ -541,8 +541,10 @@ def _export_user(
         raise OAuthError("invalid_request", "The target team is invalid.") from exc
     if target == client.team_id:
         raise OAuthError("invalid_request", "The target team is the sending team.")
+    moved = state.completed_app_transfer(client.team_id, target)
+    if moved is not None:
+        _check_migration_window(state, moved)
     transfer = state.record_transfer(account.id, client.team_id, target)
-    _check_migration_window(state, transfer)
     return {"transfer_sub": transfer.transfer_sub}
 
 
@@ -551,7 +553,10 @@ def _import_user(state: EmulatorState, client: Client, transfer_sub: str) -> dic
     incoming = state.get_transfer(transfer_sub)
     if incoming is None or incoming.to_team != client.team_id:
         raise OAuthError("invalid_request", "The transfer_sub is invalid.")
-    _check_migration_window(state, incoming)
+    moved = state.completed_app_transfer(incoming.from_team, client.team_id)
+    if moved is None:
+        raise OAuthError("invalid_request", "No app has been transferred to this team yet.")
+    _check_migration_window(state, moved)
     target_account = state.find_account(incoming.account_id)
     if target_account is None:
         raise OAuthError("invalid_request", "The transfer_sub is invalid.")
@@ -579,6 +584,7 @@ def _import_user(state: EmulatorState, client: Client, transfer_sub: str) -> dic
     return out
 
 
-def _check_migration_window(state: EmulatorState, transfer: Transfer) -> None:
-    if transfer.created + MIGRATION_WINDOW <= state.now():
+def _check_migration_window(state: EmulatorState, moved: AppTransfer) -> None:
+    # The migration endpoint answers for 60 days after the app transfer (TN3159).
+    if moved.at + MIGRATION_WINDOW <= state.now():
         raise OAuthError("invalid_request", "The migration period has ended.")

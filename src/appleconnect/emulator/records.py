@@ -137,6 +137,22 @@ class Transfer:
 
 
 @dataclass
+class AppTransfer:
+    """An App ID with its Services IDs moving from one team to another at ``at`` (Unix time).
+
+    Until ``at`` the sending team owns the client ids; from then on the recipient does, and the
+    60-day user-migration window counts from ``at``. ``done`` is set once the move was applied.
+    """
+
+    app_id: str
+    client_ids: list[str]
+    from_team: str
+    to_team: str
+    at: float
+    done: bool = False
+
+
+@dataclass
 class PendingAuthorization:
     """A validated ``/auth/authorize`` request waiting for the consent page's answer."""
 
@@ -177,6 +193,7 @@ KINDS: dict[str, type[Any]] = {
     "access_token": AccessToken,
     "signing_key": SigningKey,
     "transfer": Transfer,
+    "app_transfer": AppTransfer,
     "pending": PendingAuthorization,
 }
 

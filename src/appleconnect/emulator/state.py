@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -30,6 +31,7 @@ from .records import (
     KINDS,
     AccessToken,
     Account,
+    AppTransfer,
     BooleanClaims,
     Client,
     ClientKey,
@@ -161,6 +163,7 @@ class EmulatorState:
             self.settings = from_dict(EmulatorSettings, settings)
         self._signers: dict[str, _jose.Signer] = {}
         self._writes = 0
+        self._scheduled_transfers = sum(not t.done for t in self._data["app_transfer"].values())
         default = dict(self._store.load("meta")).get("default_team")
         if default is None or default["team_id"] not in self._data["team"]:
             self._default = self._create_default_team()
@@ -413,10 +416,14 @@ class EmulatorState:
 
     def get_client(self, client_id: str) -> Client | None:
         """The client with exactly this id (case-sensitive, like Apple), if any."""
+        if self._scheduled_transfers:
+            self._complete_due_transfers()
         return self._data["client"].get(client_id)
 
     def list_clients(self) -> list[Client]:
         """Every client id."""
+        if self._scheduled_transfers:
+            self._complete_due_transfers()
         return self._all("client")
 
     def register_redirect_uri(self, client_id: str, uri: str) -> None:
@@ -750,8 +757,100 @@ class EmulatorState:
 
     # -- migration -------------------------------------------------------------------------------
 
+    def transfer_app(
+        self,
+        *,
+        app_id: str,
+        to_team: str,
+        services_ids: list[str] | None = None,
+        at: float | None = None,
+    ) -> AppTransfer:
+        """Move an App ID and its Services IDs to another team at ``at`` (default: now).
+
+        ``services_ids=None`` moves every Services ID (web client) of the App ID's team. Until
+        ``at`` the recipient is refused for these client ids; from then on the sender is, and
+        sign-ins give the recipient's ``sub`` (with ``transfer_sub`` for the users the sender
+        exported); the 60-day migration window counts from ``at``.
+        """
+        with self.locked():
+            client_ids = self._transferable(app_id, to_team, services_ids)
+            app = self._data["client"][app_id]
+            when = self.now() if at is None else float(at)
+            transfer = AppTransfer(app_id, client_ids, app.team_id, to_team, when)
+            self._put("app_transfer", app_id, transfer)
+            self._scheduled_transfers += 1
+            log.info("app %s moves from team %s to %s at %s", app_id, app.team_id, to_team, when)
+        self._complete_due_transfers()
+        return transfer
+
+    def _transferable(self, app_id: str, to_team: str, services_ids: list[str] | None) -> list[str]:
+        app = self.get_client(app_id)
+        if app is None or app.kind != "native":
+            raise StateError(f"{app_id!r} is not a registered App ID.")
+        self.get_team(to_team)
+        if app.team_id == to_team:
+            raise StateError(f"{app_id} already belongs to team {to_team}.")
+        if any(not t.done for t in self._all("app_transfer") if app_id in t.client_ids):
+            raise StateError(f"A transfer of {app_id} is already scheduled.")
+        if services_ids is None:
+            services_ids = [
+                c.client_id
+                for c in self._all("client")
+                if c.team_id == app.team_id and c.kind == "web"
+            ]
+        for services_id in services_ids:
+            client = self.get_client(services_id)
+            if client is None or client.kind != "web" or client.team_id != app.team_id:
+                raise StateError(f"{services_id!r} is not a Services ID of team {app.team_id}.")
+        return [app_id, *services_ids]
+
+    def _complete_due_transfers(self) -> None:
+        now = self.now()
+        with self.locked():
+            for transfer in self._all("app_transfer"):
+                if transfer.done or transfer.at > now:
+                    continue
+                for client_id in transfer.client_ids:
+                    client = self._data["client"][client_id]
+                    client.team_id = transfer.to_team
+                    self._put("client", client_id, client)
+                self._move_consents(transfer)
+                transfer.done = True
+                self._put("app_transfer", transfer.app_id, transfer)
+                self._scheduled_transfers -= 1
+                log.info("app %s now belongs to team %s", transfer.app_id, transfer.to_team)
+
+    def _move_consents(self, transfer: AppTransfer) -> None:
+        # The users' consents move with the app: no first-time consent in the new team.
+        for consent in self._all("consent"):
+            if (
+                consent.team_id != transfer.from_team
+                or consent.client_id not in transfer.client_ids
+            ):
+                continue
+            if self.consent(consent.account_id, transfer.to_team) is None:
+                moved = dataclasses.replace(consent, team_id=transfer.to_team, created=self.now())
+                self._put("consent", f"{moved.account_id}|{moved.team_id}", moved)
+
+    def list_app_transfers(self) -> list[AppTransfer]:
+        """Every app transfer, scheduled or done."""
+        if self._scheduled_transfers:
+            self._complete_due_transfers()
+        return self._all("app_transfer")
+
+    def completed_app_transfer(self, from_team: str, to_team: str) -> AppTransfer | None:
+        """The latest completed move of an app from ``from_team`` to ``to_team``, if any."""
+        if self._scheduled_transfers:
+            self._complete_due_transfers()
+        done = [
+            t
+            for t in self._all("app_transfer")
+            if t.done and t.from_team == from_team and t.to_team == to_team
+        ]
+        return max(done, key=lambda t: t.at, default=None)
+
     def record_transfer(self, account_id: str, from_team: str, to_team: str) -> Transfer:
-        """Remember a ``transfer_sub`` (the first generation starts the 60-day window)."""
+        """Remember a ``transfer_sub`` generated by the sending team for a user."""
         transfer_sub = self.transfer_sub_for(account_id, to_team)
         with self._lock:
             existing = self._data["transfer"].get(transfer_sub)
@@ -766,18 +865,16 @@ class EmulatorState:
         return self._data["transfer"].get(transfer_sub)
 
     def active_transfer_to(self, account_id: str, team_id: str) -> Transfer | None:
-        """The transfer of this Apple ID into this team still within its 60-day window."""
+        """The exported transfer of this Apple ID into this team, when an app moved from the
+        sending team to this one less than 60 days ago (its id_tokens carry ``transfer_sub``)."""
         now = self.now()
-        return next(
-            (
-                t
-                for t in self._all("transfer")
-                if t.account_id == account_id
-                and t.to_team == team_id
-                and t.created + MIGRATION_WINDOW > now
-            ),
-            None,
-        )
+        for transfer in self._all("transfer"):
+            if transfer.account_id != account_id or transfer.to_team != team_id:
+                continue
+            moved = self.completed_app_transfer(transfer.from_team, team_id)
+            if moved is not None and moved.at + MIGRATION_WINDOW > now:
+                return transfer  # type: ignore[no-any-return]
+        return None
 
 
 def _atomic_write(path: Path, text: str, *, mode: int) -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from .._errors import ControlError
 from ..deps import StateDep
-from ..records import Client
+from ..records import AppTransfer, Client
 from ..state import DEFAULT_KEY_GRACE
 from ._base import Body, ControlRoute, json_answer, number, text, text_list
 
@@ -117,3 +117,39 @@ async def add_redirect_uri(client_id: str, state: StateDep, data: Body) -> Respo
     client = state.get_client(client_id)
     assert client is not None
     return json_answer(client_json(client))
+
+
+def transfer_json(transfer: AppTransfer) -> dict[str, Any]:
+    """An app transfer as the control API shows it."""
+    return {
+        "app_id": transfer.app_id,
+        "client_ids": list(transfer.client_ids),
+        "from_team": transfer.from_team,
+        "to_team": transfer.to_team,
+        "at": transfer.at,
+        "done": transfer.done,
+    }
+
+
+@router.get("/transfers")
+async def transfers(state: StateDep) -> Response:
+    """Every app transfer between teams, scheduled or done."""
+    return json_answer([transfer_json(t) for t in state.list_app_transfers()])
+
+
+@router.post("/transfers")
+async def transfer_app(state: StateDep, data: Body) -> Response:
+    """Move an App ID and its Services IDs to another team, as Apple's app transfer does.
+
+    Body: ``{"app_id", "to_team", "services_ids"?, "at"?}``; ``services_ids`` defaults to every
+    Services ID of the sending team, ``at`` (Unix seconds, emulator time) to now.
+    """
+    services = text_list(data, "services_ids") if "services_ids" in data else None
+    at = number(data, "at", "at must be a time in Unix seconds.") if "at" in data else None
+    transfer = state.transfer_app(
+        app_id=text(data, "app_id", limit=255),
+        to_team=text(data, "to_team", limit=20),
+        services_ids=services,
+        at=at,
+    )
+    return json_answer(transfer_json(transfer), 201)
