@@ -284,6 +284,50 @@ if click is not None:
 
         serve(host=host, port=port, state_dir=state_dir, issuer=issuer, control_api=control_api)
 
+    @cli.command("emulator-transfer")
+    @click.option(
+        "--url",
+        default="http://127.0.0.1:8080",
+        show_default=True,
+        help="The running emulator's base URL (its control API must be on).",
+    )
+    @click.option("--app-id", required=True, help="The App ID that moves, with its Services IDs.")
+    @click.option("--to-team", required=True, help="The recipient's Team ID.")
+    @click.option(
+        "--services-id",
+        "services_ids",
+        multiple=True,
+        help="A Services ID that moves with it (repeat; default: every one of the sending team).",
+    )
+    @click.option(
+        "--at",
+        type=float,
+        default=None,
+        help="When the transfer completes, in Unix seconds of the emulator's clock (default: now).",
+    )
+    def emulator_transfer_command(
+        url: str, app_id: str, to_team: str, services_ids: tuple[str, ...], at: float | None
+    ) -> None:
+        """Transfer an app to another team in a running emulator, as Apple does.
+
+        Before the transfer the recipient is refused for the app's client ids; after it the
+        sender is, sign-ins give the recipient's subs, and the 60-day user-migration window
+        counts from it. Prints the transfer as JSON.
+
+        Example: appleconnect emulator-transfer --app-id com.example.app --to-team TEAMB12345
+        """
+        import json
+
+        from appleconnect.emulator.remote import RemoteError, transfer_app
+
+        try:
+            done = transfer_app(
+                url, app_id=app_id, to_team=to_team, services_ids=list(services_ids) or None, at=at
+            )
+        except RemoteError as exc:
+            _fail(str(exc), 1)
+        click.echo(json.dumps(done, indent=2))
+
 
 if click is not None:
 
