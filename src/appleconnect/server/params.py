@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 
 from .errors import ServiceError, invalid, missing
+from .jsonbody import read_json
 
 MAX_LENGTHS = {
     "key": 200,
@@ -27,6 +28,8 @@ MAX_LENGTHS = {
     "refresh_token": 1024,
     "client_id": 255,
 }
+MAX_JSON_BODY = 32_768
+"""A JSON body holds at most the parameters above, each within its length."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -36,12 +39,7 @@ async def read_params(request: Request) -> dict[str, str]:
     if request.method == "POST":
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "application/json":
-            try:
-                body = json.loads(await request.body() or b"{}")
-            except (ValueError, UnicodeDecodeError):
-                raise ServiceError(
-                    "invalid_body", "The request body is not valid JSON.", status=400
-                ) from None
+            body = read_json(await request.body() or b"{}", max_bytes=MAX_JSON_BODY)
             if not isinstance(body, dict):
                 raise ServiceError("invalid_body", "The JSON body must be an object.", status=400)
             for name, value in body.items():

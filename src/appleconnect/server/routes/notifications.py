@@ -8,12 +8,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
 from ..deps import ServiceDep
+from ..jsonbody import check_json_shape
 from ..openapi import ERROR_RESPONSES
 from ..signin import handle_notification
 
 __all__ = ["router"]
 
 router = APIRouter()
+
+MAX_NOTIFICATION_BYTES = 16_384
+"""Apple's notification body is one signed JWT of about 1 KB in a JSON object."""
 
 
 @router.post(
@@ -26,5 +30,7 @@ router = APIRouter()
 )
 async def notifications(request: Request, service: ServiceDep) -> Response:
     body = await request.body()
+    # Depth and size first: the library then parses a document that cannot exhaust the stack.
+    check_json_shape(body, max_bytes=MAX_NOTIFICATION_BYTES, what="The notification body")
     event, applied = await handle_notification(service=service, body=body)
     return JSONResponse({"status": "ok", "event": event, "duplicate": not applied})
