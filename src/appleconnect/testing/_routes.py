@@ -8,10 +8,18 @@ goes over the network as usual (a loopback server started by the test).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 import httpx
+
+
+def _call_wsgi(
+    transport: httpx.BaseTransport, request: httpx.Request
+) -> tuple[int, httpx.Headers, bytes]:
+    response = transport.handle_request(request)
+    return response.status_code, response.headers, response.read()
 
 
 def origin_of(url: httpx.URL) -> str:
@@ -51,12 +59,11 @@ class NotificationRoutes(httpx.AsyncBaseTransport):
             return await self._network.handle_async_request(request)
         if isinstance(target, httpx.AsyncBaseTransport):
             return await target.handle_async_request(request)
-        # A WSGI app runs here, on the emulator's thread: the test that triggered the
-        # notification is waiting for it, so blocking this loop for that long is harmless.
+        # A WSGI app runs in a worker thread: frameworks such as Django refuse to touch their
+        # database from a thread that is running an event loop.
         await request.aread()
-        response = target.handle_request(request)
-        body = response.read()
-        return httpx.Response(response.status_code, headers=response.headers, content=body)
+        status, headers, body = await asyncio.to_thread(_call_wsgi, target, request)
+        return httpx.Response(status, headers=headers, content=body)
 
     async def aclose(self) -> None:
         await self._network.aclose()
