@@ -56,3 +56,20 @@ def test_no_integration_pulls_in_another_framework(module: str, allowed: tuple[s
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(out.stdout) == sorted(allowed)
+
+
+def test_the_django_integration_pulls_in_no_other_framework() -> None:
+    code = (
+        "import json, sys, django\n"
+        "from django.conf import settings\n"
+        "settings.configure(INSTALLED_APPS=['django.contrib.auth', 'django.contrib.contenttypes',"
+        " 'appleconnect.integrations.django'])\n"
+        "django.setup()\n"
+        "import appleconnect.integrations.django.urls, appleconnect.integrations.django.backends\n"
+        "import appleconnect.integrations.django.management.commands.apple_delete_user\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(FRAMEWORKS)!r})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(out.stdout) == ["django"]

@@ -1,0 +1,246 @@
+"""The Django integration, with Django's test client against the ``apple_emulator`` fixture.
+
+Django is configured here (a SQLite file in a temporary folder, migrated once); each test starts
+from empty tables. This module is its own URLconf.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import django
+import httpx
+import pytest
+from django.conf import settings
+from integration_helpers import CALLBACK, NOTIFICATIONS, failure_reasons
+
+from appleconnect import InvalidGrant
+from appleconnect.testing import AppleEmulator
+
+DB_DIR = Path(tempfile.mkdtemp(prefix="appleconnect-django-"))
+if not settings.configured:
+    settings.configure(
+        SECRET_KEY="django-insecure-" + "t" * 50,
+        ALLOWED_HOSTS=["testserver"],
+        ROOT_URLCONF=__name__,
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DB_DIR / "db"}},
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "appleconnect.integrations.django",
+        ],
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+        ],
+        AUTHENTICATION_BACKENDS=["appleconnect.integrations.django.backends.AppleBackend"],
+        USE_TZ=True,
+    )
+    django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402 - needs the settings above
+from django.contrib.sessions.models import Session  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.core.management.base import CommandError  # noqa: E402
+from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+from django.urls import include, path  # noqa: E402
+
+from appleconnect.integrations.django.models import (  # noqa: E402
+    AppleIdentity,
+    AppleNotificationSeen,
+    AppleSignInRequest,
+)
+
+MARIA = "maria.ruiz@example.com"
+LI = "li.wei@example.com"
+
+
+def me(request: HttpRequest) -> JsonResponse:
+    if not request.user.is_authenticated:
+        return JsonResponse({}, status=401)
+    identity = request.user.apple_identity
+    return JsonResponse(
+        {
+            "sub": identity.sub,
+            "email": identity.email,
+            "private": identity.is_private_email,
+            "name": request.user.get_full_name(),
+            "forwarding": identity.email_forwarding,
+        }
+    )
+
+
+urlpatterns = [
+    path("auth/apple/", include("appleconnect.integrations.django.urls")),
+    path("me", me),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def database() -> Iterator[None]:
+    call_command("migrate", verbosity=0)
+    yield
+    shutil.rmtree(DB_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def configured(apple_emulator: AppleEmulator) -> Iterator[None]:
+    apple_emulator.register_redirect_uri(CALLBACK)
+    conf = {"CLIENT": apple_emulator.client(), "REDIRECT_URI": CALLBACK}
+    with override_settings(APPLE_SIGN_IN=conf):
+        yield
+    for model in (AppleSignInRequest, AppleNotificationSeen, Session, get_user_model()):
+        model.objects.all().delete()
+
+
+@pytest.fixture
+def browser() -> Client:
+    return Client()
+
+
+@pytest.fixture
+def apple_side() -> Client:
+    """Apple's form_post is a cross-site POST: it carries none of the browser's Lax cookies."""
+    return Client()
+
+
+def form_post(client: Client, form: dict[str, str]) -> HttpResponse:
+    """POST ``form`` as Apple's form_post does (url-encoded) to the callback."""
+    body = str(httpx.QueryParams(form))
+    kind = "application/x-www-form-urlencoded"
+    return client.post("/auth/apple/callback", body, content_type=kind, secure=True)
+
+
+def sign_in(
+    emulator: AppleEmulator,
+    browser: Client,
+    apple_side: Client,
+    account: str = MARIA,
+    **consent: object,
+) -> str:
+    started = browser.get("/auth/apple/start", {"next": "/me"}, secure=True)
+    assert started.status_code == 303
+    signed = emulator.authorize(started["Location"], account, **consent)  # type: ignore[arg-type]
+    posted = form_post(apple_side, signed.form)
+    assert posted.status_code == 303, posted.content
+    finished = browser.get(posted["Location"], secure=True)
+    assert finished.status_code == 303, finished.content
+    return str(finished["Location"])
+
+
+def test_first_sign_in_creates_the_user_and_the_identity(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    assert sign_in(apple_emulator, browser, apple_side, name="María Ruiz") == "/me"
+    assert browser.get("/me", secure=True).json() == {
+        "sub": apple_emulator.sub_for(MARIA),
+        "email": MARIA,
+        "private": False,
+        "name": "María Ruiz",
+        "forwarding": True,
+    }
+    user = get_user_model().objects.get()
+    assert (user.email, user.first_name, user.has_usable_password()) == (MARIA, "María", False)
+
+
+def test_name_from_the_first_sign_in_and_relay_flag(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    sign_in(apple_emulator, browser, apple_side, LI, share_email=False, name="Li Wei")
+    apple_emulator.revoke_consent(LI)
+    sign_in(apple_emulator, browser, apple_side, LI, share_email=False, name="Other Name")
+    identity = AppleIdentity.objects.get()
+    assert (identity.first_name, identity.last_name) == ("Li", "Wei")
+    assert identity.is_private_email is True
+    assert identity.email.endswith("@privaterelay.appleid.com")
+
+
+def test_state_once_and_bound_to_the_browser(
+    apple_emulator: AppleEmulator,
+    browser: Client,
+    apple_side: Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = browser.get("/auth/apple/start", secure=True)
+    signed = apple_emulator.authorize(started["Location"])
+    posted = form_post(apple_side, signed.form)
+    assert form_post(apple_side, signed.form).status_code == 400
+    assert apple_side.get(posted["Location"], secure=True).status_code == 400
+    assert failure_reasons(caplog) == ["unknown_state", "browser"]
+    assert not AppleIdentity.objects.exists()
+
+
+def test_a_code_for_another_nonce_is_refused(
+    apple_emulator: AppleEmulator,
+    browser: Client,
+    apple_side: Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = browser.get("/auth/apple/start", secure=True)
+    state = httpx.URL(started["Location"]).params["state"]
+    forged = apple_emulator.sign_in(
+        state=state, nonce="attacker-nonce-0123456789", redirect_uri=CALLBACK
+    )
+    assert form_post(apple_side, forged.form).status_code == 400
+    assert failure_reasons(caplog) == ["token"]
+    assert "nonce" in caplog.text
+
+
+def test_notifications_are_applied(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    from django.core.wsgi import get_wsgi_application
+
+    sign_in(apple_emulator, browser, apple_side, LI, share_email=False)
+    apple_emulator.set_notification_url(NOTIFICATIONS, wsgi_app=get_wsgi_application())
+    apple_emulator.set_email_forwarding(LI, False)
+    assert browser.get("/me", secure=True).json()["forwarding"] is False
+    apple_emulator.set_email_forwarding(LI, True)
+    assert browser.get("/me", secure=True).json()["forwarding"] is True
+    [revoked] = apple_emulator.revoke_consent(LI)
+    assert revoked.status == "delivered"
+    assert browser.get("/me", secure=True).status_code == 401  # signed out everywhere
+    assert AppleIdentity.objects.get().refresh_token == ""
+    sign_in(apple_emulator, browser, apple_side, LI)
+    [deleted] = apple_emulator.delete_account(LI)
+    assert deleted.status == "delivered"
+    assert not get_user_model().objects.exists()
+
+
+def test_a_forged_notification_is_refused(apple_side: Client) -> None:
+    forged = '{"payload": "eyJraWQiOiJ4IiwiYWxnIjoiUlMyNTYifQ.eyJzdWIiOiJ4In0.c2ln"}'
+    answer = apple_side.post(
+        "/auth/apple/notifications", forged, content_type="application/json", secure=True
+    )
+    assert answer.status_code == 400
+
+
+def test_the_management_command_revokes_then_deletes(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    sign_in(apple_emulator, browser, apple_side)
+    identity = AppleIdentity.objects.select_related("user").get()
+    refresh, username = identity.refresh_token, identity.user.get_username()
+    out = io.StringIO()
+    call_command("apple_delete_user", username, stdout=out)
+    assert "Revoked the Apple tokens" in out.getvalue()
+    assert not get_user_model().objects.exists()
+    with pytest.raises(InvalidGrant, match="revoked"):
+        apple_emulator.client().refresh(refresh)
+
+
+def test_the_management_command_keeps_the_user_when_apple_is_down(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    sign_in(apple_emulator, browser, apple_side)
+    username = get_user_model().objects.get().get_username()
+    apple_emulator.fail("revoke", "status", status=503, count=2)
+    with pytest.raises(CommandError, match="user kept"):
+        call_command("apple_delete_user", username)
+    assert get_user_model().objects.filter(username=username).exists()
