@@ -280,8 +280,10 @@ if click is not None:
         host: str, port: int, state_dir: Path, issuer: str | None, control_api: bool | None
     ) -> None:
         """Run the emulator of Apple's side of Sign in with Apple."""
+        from appleconnect._logredact import install_log_redaction
         from appleconnect.emulator import serve
 
+        install_log_redaction()
         serve(host=host, port=port, state_dir=state_dir, issuer=issuer, control_api=control_api)
 
     @cli.command("emulator-transfer")

@@ -22,6 +22,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from appleconnect._logredact import install_log_redaction
 from appleconnect.server import Settings, create_app, load_settings, store
 from appleconnect.server.admin.runtime import stored_settings
 from appleconnect.server.commands import admin_login_url
@@ -231,6 +232,7 @@ def serve(*, host: str, port: int, data_dir: Path, config: Path | None) -> None:
     """Run ``appleconnect serve``: sandbox mode without configuration, production with it."""
     import uvicorn
 
+    install_log_redaction()
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     public_url = f"http://{shown_host}:{port}"
     try:

@@ -6,16 +6,20 @@ dependency that refuses the request raises (:class:`.errors.ServiceError` for th
 sign-in pages, :class:`.errors.AdminRequired` or :class:`.errors.Forbidden` for the admin
 panel), and the exception handlers (:mod:`.error_handlers`) answer.
 
-None of them declares a query, header or body parameter, so they add nothing to the OpenAPI
-document: the REST API's parameters are read by :func:`.params.read_params` and described by
-:mod:`.openapi`.
+None of them declares a query, header or body parameter, so they add no parameter to the
+OpenAPI document: the REST API's parameters are read by :func:`.params.read_params` and
+described by :mod:`.openapi`. The API key and the session declare FastAPI security schemes
+(:data:`API_KEY_SCHEMES`, :data:`SESSION_SCHEMES`) only so that the document names the ways
+they may be sent; the values are read by :func:`.params.api_key_of` and
+:func:`.params.bearer_or_param`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
@@ -24,7 +28,7 @@ from .admin import auth
 from .admin.runtime import Runtime
 from .errors import AdminRequired, Forbidden, ServiceError
 from .models import User
-from .params import bearer_or_param, read_params
+from .params import API_KEY_HEADER, api_key_of, bearer_or_param, read_params
 from .ratelimit import rate_limited
 from .settings import Settings
 from .signin import Service
@@ -86,6 +90,45 @@ async def get_params(request: Request) -> dict[str, str]:
 Params = Annotated[dict[str, str], Depends(get_params)]
 
 
+# --- how the API key and the session token may be sent (for the OpenAPI document) -----------
+
+_DISCOURAGED = "discouraged: query strings end up in logs, histories and Referer headers"
+API_KEY_SCHEMES = (
+    APIKeyHeader(
+        name=API_KEY_HEADER,
+        scheme_name="apiKeyHeader",
+        description="The API key (preferred).",
+        auto_error=False,
+    ),
+    APIKeyQuery(
+        name="key",
+        scheme_name="apiKeyParameter",
+        description=f"The API key as the 'key' parameter, in the query or the body "
+        f"({_DISCOURAGED}).",
+        auto_error=False,
+    ),
+)
+SESSION_SCHEMES = (
+    HTTPBearer(
+        scheme_name="sessionBearer",
+        description="The session token from apple_connect: Authorization: Bearer acs_… "
+        "(preferred).",
+        auto_error=False,
+    ),
+    APIKeyQuery(
+        name="cookie",
+        scheme_name="sessionParameter",
+        description="The session token as the 'cookie' parameter, in the query or the body "
+        f"({_DISCOURAGED}).",
+        auto_error=False,
+    ),
+)
+_KeyHeader = Annotated[object, Security(API_KEY_SCHEMES[0])]
+_KeyParameter = Annotated[object, Security(API_KEY_SCHEMES[1])]
+_SessionBearer = Annotated[object, Security(SESSION_SCHEMES[0])]
+_SessionParameter = Annotated[object, Security(SESSION_SCHEMES[1])]
+
+
 # --- rate limits and the API key -----------------------------------------------------------
 
 
@@ -109,13 +152,20 @@ async def limit_ip(request: Request, service: ServiceDep) -> None:
 IpLimit = Annotated[None, Depends(limit_ip)]
 
 
-async def require_api_key(request: Request, service: ServiceDep, values: Params) -> None:
-    """Check the API key, counting the request against the client IP and the key.
+async def require_api_key(
+    request: Request,
+    service: ServiceDep,
+    values: Params,
+    _header: _KeyHeader,
+    _parameter: _KeyParameter,
+) -> None:
+    """Check the API key (``X-API-Key`` or ``key``), counting the request against the client
+    IP and the key.
 
     The IP is counted first and also for a wrong key, which caps key guessing. Counting,
     the key lookup and its last-used time share one short transaction.
     """
-    raw = values.get("key", "")
+    raw = api_key_of(request, values)
     limiter = service.limiter
     async with service.sessions() as db:
         wait = await limiter.hit_ip(db=db, host=client_host(request))
@@ -128,7 +178,10 @@ async def require_api_key(request: Request, service: ServiceDep, values: Params)
         raise rate_limited(key_wait, field="key")
     if not raw:
         raise ServiceError(
-            "missing_parameter", "The parameter 'key' is required.", status=401, field="key"
+            "missing_parameter",
+            "Give the API key in the X-API-Key header or the 'key' parameter.",
+            status=401,
+            field="key",
         )
     if key is None:
         raise ServiceError(
@@ -142,7 +195,13 @@ ApiKey = Annotated[None, Depends(require_api_key)]
 # --- the signed-in user --------------------------------------------------------------------
 
 
-def session_token(request: Request, _limit: IpLimit, values: Params) -> str:
+def session_token(
+    request: Request,
+    _limit: IpLimit,
+    values: Params,
+    _bearer: _SessionBearer,
+    _parameter: _SessionParameter,
+) -> str:
     """The session an app sends: ``Authorization: Bearer`` or the ``cookie`` parameter; the
     request is counted against its client IP first."""
     return bearer_or_param(request, values)

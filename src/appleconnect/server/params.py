@@ -78,6 +78,24 @@ def required(values: dict[str, str], name: str) -> str:
     return value
 
 
+API_KEY_HEADER = "X-API-Key"
+"""The header that carries the API key; the ``key`` parameter works too (discouraged: query
+strings end up in logs and browser histories)."""
+
+
+def api_key_of(request: Request, values: dict[str, str]) -> str:
+    """The API key from the ``X-API-Key`` header or the ``key`` parameter ("" if neither)."""
+    header = request.headers.get(API_KEY_HEADER)
+    if header is None:
+        return values.get("key", "")
+    header = header.strip()
+    if len(header) > MAX_LENGTHS["key"] or _CONTROL.search(header):
+        raise invalid("key", f"The {API_KEY_HEADER} header is invalid.")
+    if "key" in values and values["key"] != header:
+        raise invalid("key", f"The key parameter and the {API_KEY_HEADER} header differ.")
+    return header
+
+
 def bearer_or_param(request: Request, values: dict[str, str]) -> str:
     """The session token from ``Authorization: Bearer`` or the ``cookie`` parameter."""
     header = request.headers.get("authorization", "")
