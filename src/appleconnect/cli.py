@@ -25,6 +25,12 @@ def _missing_click() -> int:
     return 2
 
 
+CONTROL_API_HELP = (
+    "Serve the emulator's control API at {where}. It gives anyone who can reach the address "
+    "the emulated team's credentials with its private key, the test accounts, the clock and "
+    "fault injection. Default: on when listening on a loopback address, off on any other."
+)
+
 if click is not None:
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -274,7 +280,7 @@ if click is not None:
     @click.option(
         "--control-api/--no-control-api",
         default=None,
-        help="Serve the /emulator/... control API (default: on when listening on loopback).",
+        help=CONTROL_API_HELP.format(where="/emulator/..."),
     )
     def emulator_command(
         host: str, port: int, state_dir: Path, issuer: str | None, control_api: bool | None
@@ -349,11 +355,21 @@ if click is not None:
         default=None,
         help="A TOML configuration file (production); without one, sandbox mode.",
     )
-    def serve_command(host: str, port: int, data_dir: Path, config: Path | None) -> None:
-        """Run the Apple Connect service (sandbox mode, with the emulator, when unconfigured)."""
+    @click.option(
+        "--control-api/--no-control-api",
+        default=None,
+        help=CONTROL_API_HELP.format(where="/apple/emulator/... (sandbox mode only)"),
+    )
+    def serve_command(
+        host: str, port: int, data_dir: Path, config: Path | None, control_api: bool | None
+    ) -> None:
+        """Run the Apple Connect service (sandbox mode, with the emulator, when unconfigured).
+
+        Example: appleconnect serve --host 0.0.0.0 --control-api
+        """
         from appleconnect.sandbox import serve
 
-        serve(host=host, port=port, data_dir=data_dir, config=config)
+        serve(host=host, port=port, data_dir=data_dir, config=config, control_api=control_api)
 
     def _add_service_commands() -> None:
         # The service's commands need the 'server' extra; without it the library's commands

@@ -30,7 +30,15 @@ from appleconnect.server.db import create_engine, migrate, session_factory
 from appleconnect.server.security import load_encryptor
 from appleconnect.server.settings import ENV_PREFIX, Secret, SettingsError
 
-__all__ = ["APPLE_PREFIX", "Sandbox", "build_sandbox_app", "register_with_emulator", "serve"]
+__all__ = [
+    "APPLE_PREFIX",
+    "Composed",
+    "Sandbox",
+    "build_sandbox_app",
+    "compose",
+    "register_with_emulator",
+    "serve",
+]
 
 APPLE_PREFIX = "/apple"
 DEMO_KEY_FILE = "demo-api-key.txt"
@@ -60,11 +68,14 @@ def build_sandbox_app(
     overrides: Mapping[str, Any] | None = None,
     emulator_state_dir: Path | None = None,
     outbound_transport: httpx.AsyncBaseTransport | None = None,
+    control_api: bool = True,
 ) -> Sandbox:
     """The service plus the emulator at ``/apple``, as one ASGI app, with nothing global.
 
     The service reaches "Apple" and the emulator reaches the service's notification endpoint
     through in-process ASGI transports: no socket is needed, so tests can use it as it is.
+    ``control_api`` mounts the emulator's control API at ``/apple/emulator/…`` (``serve``
+    decides with :func:`appleconnect.emulator.control_api_enabled`).
     """
     from appleconnect.emulator import create_emulator_app
 
@@ -81,6 +92,7 @@ def build_sandbox_app(
         notification_transport=transport,
         notification_retry_delays=(0.2, 1.0),
         base_url=public_url + APPLE_PREFIX,
+        control_api=control_api,
     )
     emulator = emulator_app.state.emulator
     team = emulator.default_team
@@ -228,39 +240,85 @@ def _has_env_configuration(environ: Mapping[str, str]) -> bool:
     return any(k.startswith(ENV_PREFIX) for k in environ)
 
 
-def serve(*, host: str, port: int, data_dir: Path, config: Path | None) -> None:
+def sandbox_banner(
+    public_url: str, prepared: Prepared, data_dir: Path, *, control_api: bool
+) -> list[str]:
+    """The lines ``serve`` prints in sandbox mode; they say whether the control API is on."""
+    control = (
+        f"control API: {public_url}{APPLE_PREFIX}/emulator/"
+        if control_api
+        else "control API: off, --control-api turns it on"
+    )
+    return [
+        "Apple Connect — sandbox mode (the emulator plays Apple; no Apple account needed)",
+        f"  demo page        {public_url}/",
+        f"  REST API         {public_url}/api/  (OpenAPI: {public_url}/openapi.json)",
+        f"  emulated Apple   {public_url}{APPLE_PREFIX}/  ({control})",
+        f"  admin login      {prepared.login}  (one-time link)",
+        f"  demo API key     {prepared.demo_key}",
+        f"  data directory   {Path(data_dir).resolve()}",
+    ]
+
+
+@dataclass(frozen=True)
+class Composed:
+    """What ``serve`` runs: the ASGI app and the banner it prints first."""
+
+    app: Any
+    banner: list[str]
+    sandbox: bool
+
+
+def compose(
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    config: Path | None,
+    control_api: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Composed:
+    """Build what ``appleconnect serve`` runs, without listening on anything.
+
+    Sandbox mode without configuration, production with it. In sandbox mode the emulator's
+    control API follows the emulator's rule (:func:`appleconnect.emulator.control_api_enabled`):
+    ``control_api=None`` serves it only when ``host`` is a loopback address.
+    """
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    public_url = f"http://{shown_host}:{port}"
+    from appleconnect.emulator import control_api_enabled
+
+    environ = os.environ if environ is None else environ
+    try:
+        if config is None and not _has_env_configuration(environ):
+            enabled = control_api_enabled(host, control_api)
+            sandbox = build_sandbox_app(Path(data_dir), public_url=public_url, control_api=enabled)
+            prepared = _prepare(sandbox.settings)
+            banner = sandbox_banner(public_url, prepared, Path(data_dir), control_api=enabled)
+            return Composed(sandbox.app, banner, sandbox=True)
+        if control_api:
+            raise click.UsageError("--control-api applies to sandbox mode only.")
+        settings = load_settings(data_dir=Path(data_dir), config=config, environ=environ)
+        app = create_app(settings)
+        return Composed(app, production_banner(settings, _prepare(settings)), sandbox=False)
+    except SettingsError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from exc
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    config: Path | None,
+    control_api: bool | None = None,
+) -> None:
     """Run ``appleconnect serve``: sandbox mode without configuration, production with it."""
     import uvicorn
 
     install_log_redaction()
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-    public_url = f"http://{shown_host}:{port}"
-    try:
-        if config is None and not _has_env_configuration(os.environ):
-            sandbox = build_sandbox_app(Path(data_dir), public_url=public_url)
-            app: Any = sandbox.app
-            settings = sandbox.settings
-            prepared = _prepare(settings)
-            click.echo(
-                "\n".join(
-                    [
-                        "Apple Connect — sandbox mode (the emulator plays Apple; no Apple "
-                        "account needed)",
-                        f"  demo page        {public_url}/",
-                        f"  REST API         {public_url}/api/  (OpenAPI: "
-                        f"{public_url}/openapi.json)",
-                        f"  emulated Apple   {public_url}{APPLE_PREFIX}/  (control API: "
-                        f"{public_url}{APPLE_PREFIX}/emulator/)",
-                        f"  admin login      {prepared.login}  (one-time link)",
-                        f"  demo API key     {prepared.demo_key}",
-                        f"  data directory   {Path(data_dir).resolve()}",
-                    ]
-                )
-            )
-        else:
-            settings = load_settings(data_dir=Path(data_dir), config=config)
-            app = create_app(settings)
-            click.echo("\n".join(production_banner(settings, _prepare(settings))))
-    except SettingsError as exc:
-        raise click.ClickException(f"configuration error: {exc}") from exc
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
+    composed = compose(
+        host=host, port=port, data_dir=data_dir, config=config, control_api=control_api
+    )
+    click.echo("\n".join(composed.banner))
+    uvicorn.run(composed.app, host=host, port=port, log_level="info", proxy_headers=True)

@@ -29,6 +29,7 @@ __all__ = [
     "Notifier",
     "StateError",
     "checkpoint",
+    "control_api_enabled",
     "create_emulator_app",
     "is_loopback",
     "restore_checkpoint",
@@ -46,6 +47,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def control_api_enabled(host: str, requested: bool | None) -> bool:
+    """The one rule for the control API, standalone and in the service's sandbox: what the
+    ``--control-api/--no-control-api`` flag says, else on only when ``host`` is loopback.
+
+    It hands out the team's credentials with the private key, the test accounts, the clock and
+    fault injection, so it is never served on a network address unless asked for.
+    """
+    return is_loopback(host) if requested is None else requested
+
+
 def serve(
     *,
     host: str,
@@ -61,7 +72,7 @@ def serve(
     """
     import uvicorn
 
-    enabled = is_loopback(host) if control_api is None else control_api
+    enabled = control_api_enabled(host, control_api)
     shown_host = f"[{host}]" if ":" in host else host
     base = f"http://{shown_host}:{port}"
     app = create_emulator_app(
