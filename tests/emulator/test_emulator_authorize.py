@@ -74,7 +74,7 @@ def with_(**changes: str | None) -> dict[str, str]:
         ),
         ({"response_type": "token"}, "invalid_request", "Invalid response_type."),
         ({"response_type": None}, "invalid_request", "The parameter response_type is missing."),
-        ({"response_mode": "web_message"}, "invalid_request", "Invalid response_mode."),
+        ({"response_mode": "web-message"}, "invalid_request", "Invalid response_mode."),
     ],
 )
 async def test_authorize_rejects_like_apple(

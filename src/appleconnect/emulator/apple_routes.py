@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from appleconnect import buttons
 
-from . import protocol
+from . import protocol, web_message
 from ._errors import OAuthError
 from ._http import (
     JSON_MEDIA_TYPE,
@@ -65,12 +65,15 @@ def authorize_error(request: Request, pages: Pages, exc: OAuthError) -> Response
 
 
 def deliver(pages: Pages, result: protocol.AuthorizationResult) -> Response:
-    """Send the authorization result to the redirect URI: a self-posting form or a redirect."""
+    """Send the authorization result: a self-posting form, a message to the opener, or a
+    redirect."""
     if result.response_mode == "form_post":
         assert result.redirect_uri is not None
         return pages.render(
             "form_post.html", redirect_uri=result.redirect_uri, params=result.params
         )
+    if result.response_mode == "web_message":
+        return pages.render("web_message.html", **web_message.page_context(result))
     return RedirectResponse(result.location(), status_code=302, headers=NO_STORE)
 
 
@@ -112,6 +115,8 @@ async def authorize_page(request: Request, state: StateDep, pages: PagesDep) -> 
     try:
         params = parse_authorize_query(request.scope.get("query_string", b""))
         validated = protocol.validate_authorize(state, params)
+        if validated.response_mode == "web_message":
+            web_message.check_opener(request, validated)
     except OAuthError as exc:
         return authorize_error(request, pages, exc)
     action = f"{root_path(request)}/auth/authorize/consent"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +32,12 @@ from .state import (
 log = logging.getLogger(__name__)
 
 ALLOWED_SCOPES = frozenset({"openid", "email", "name"})
-RESPONSE_MODES = ("query", "fragment", "form_post")
+RESPONSE_MODES = ("query", "fragment", "form_post", "web_message")
+"""``web_message`` is what Apple's JS popup asks for: the result is posted to the opener page."""
+FORM_MODES = ("form_post", "web_message")
+"""The modes that may carry the ``user`` JSON (name or email scope) and an id_token."""
+FRAME_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+"""Apple's JS names its popup with a UUID; the emulator accepts that shape only."""
 MAX_PARAM_LENGTH = 2048
 MAX_NONCE_LENGTH = 512
 MAX_STATE_LENGTH = 1024
@@ -52,6 +58,7 @@ class AuthorizeRequest:
     scopes: tuple[str, ...]
     state: str | None
     nonce: str | None
+    frame_id: str | None = None
 
     def as_params(self) -> dict[str, str]:
         """The request as query parameters (to re-validate it after the consent page)."""
@@ -68,6 +75,8 @@ class AuthorizeRequest:
             params["state"] = self.state
         if self.nonce is not None:
             params["nonce"] = self.nonce
+        if self.frame_id is not None:
+            params["frame_id"] = self.frame_id
         return params
 
 
@@ -78,6 +87,7 @@ class AuthorizationResult:
     redirect_uri: str | None
     response_mode: str
     params: dict[str, str]
+    frame_id: str | None = None
 
     def location(self) -> str:
         """The URL to redirect to for ``query`` and ``fragment`` modes."""
@@ -122,6 +132,9 @@ def validate_authorize(
     response_mode = _single(params, "response_mode") or ("native" if native else "query")
     if not (native and response_mode == "native"):
         _check_response_mode(response_mode, response_type, scopes)
+    frame_id = _single(params, "frame_id") if response_mode == "web_message" else None
+    if frame_id is not None and not FRAME_ID.fullmatch(frame_id):
+        raise OAuthError("invalid_request", "The parameter frame_id is malformed.")
     return AuthorizeRequest(
         client=client,
         redirect_uri=redirect_uri,
@@ -130,6 +143,7 @@ def validate_authorize(
         scopes=scopes,
         state=_single(params, "state", limit=MAX_STATE_LENGTH),
         nonce=_single(params, "nonce", limit=MAX_NONCE_LENGTH),
+        frame_id=frame_id,
     )
 
 
@@ -177,7 +191,7 @@ def _check_response_mode(
 ) -> None:
     if response_mode not in RESPONSE_MODES:
         raise OAuthError("invalid_request", "Invalid response_mode.")
-    if scopes and response_mode != "form_post":
+    if scopes and response_mode not in FORM_MODES:
         raise OAuthError(
             "invalid_request",
             "response_mode must be form_post when name or email scope is requested.",
@@ -247,7 +261,9 @@ def authorize(
         params["error"] = "user_cancelled_authorize"
         if request.state is not None:
             params["state"] = request.state
-        return AuthorizationResult(request.redirect_uri, request.response_mode, params)
+        return AuthorizationResult(
+            request.redirect_uri, request.response_mode, params, request.frame_id
+        )
     client = request.client
     with state.locked():
         consent = state.consent(account.id, client.team_id)
@@ -298,7 +314,9 @@ def authorize(
         if "email" in wanted:
             user["email"] = state.token_email(account, consent)
         params["user"] = json.dumps(user, separators=(",", ":"), ensure_ascii=False)
-    return AuthorizationResult(request.redirect_uri, request.response_mode, params)
+    return AuthorizationResult(
+        request.redirect_uri, request.response_mode, params, request.frame_id
+    )
 
 
 # -- the token endpoint ---------------------------------------------------------------------------

@@ -86,7 +86,9 @@
   function popupSignIn(cfg) {
     if (current) { finish(current, false, { error: "user_trigger_new_signin_flow" }); }
     var frameId = (window.crypto && crypto.randomUUID) ? crypto.randomUUID() : String(Date.now()) + "-" + Math.random().toString(16).slice(2);
-    var url = base + "/appleauth/popup/authorize?" + authorizeQuery(cfg, { response_mode: "web_message", frame_id: frameId });
+    // Like Apple's script: /auth/authorize in a popup with response_mode=web_message; the page
+    // posts the result to this window, at the origin of the registered redirect URI only.
+    var url = base + "/auth/authorize?" + authorizeQuery(cfg, { response_mode: "web_message", frame_id: frameId });
     return new Promise(function (resolve, reject) {
       var flow = { resolve: resolve, reject: reject, watcher: null, listener: null };
       current = flow;
