@@ -46,3 +46,14 @@ def serve_on_loopback(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def account_json(account: Any) -> dict[str, object]:
+    """What the test apps' ``/me`` answers for the signed-in ``AppleAccount``."""
+    return {
+        "sub": account.sub,
+        "email": account.email,
+        "private": account.is_private_email,
+        "name": account.full_name,
+        "forwarding": account.email_forwarding,
+    }

@@ -4,18 +4,26 @@ loopback server (a sync test), against the ``apple_emulator`` fixture."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from integration_helpers import NOTIFICATIONS, ORIGIN, failure_reasons, serve_on_loopback
+from integration_helpers import (
+    NOTIFICATIONS,
+    ORIGIN,
+    account_json,
+    failure_reasons,
+    serve_on_loopback,
+)
 
 from appleconnect import InvalidGrant
-from appleconnect.integrations import AppleSignIn
+from appleconnect.integrations import AppleAccount, AppleSignIn
 from appleconnect.integrations.fastapi import CurrentAppleUser, router
-from appleconnect.testing import AppleEmulator
+from appleconnect.testing import AppleEmulator, SignIn
 
 MARIA = "maria.ruiz@example.com"
+LI = "li.wei@example.com"
 
 
 @pytest.fixture
@@ -26,57 +34,61 @@ def app(apple_sign_in: AppleSignIn) -> FastAPI:
 
     @application.get("/me")
     def me(user: CurrentAppleUser) -> dict[str, object]:
-        return {
-            "sub": user.sub,
-            "email": user.email,
-            "private": user.is_private_email,
-            "name": user.full_name,
-            "forwarding": user.email_forwarding,
-        }
+        return account_json(user)
 
     return application
 
 
-@pytest.fixture
-async def browser(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client:
-        yield client
+@dataclass
+class Flow:
+    """The app, the emulator, the user's browser and Apple's side (Apple's form_post is a
+    cross-site POST: it carries none of the browser's Lax cookies)."""
+
+    emulator: AppleEmulator
+    app: FastAPI
+    browser: httpx.AsyncClient
+    apple_side: httpx.AsyncClient
+
+    def account(self, email: str = MARIA) -> AppleAccount | None:
+        store = self.app.state.apple_sign_in.store
+        result: AppleAccount | None = store.get_account(self.emulator.sub_for(email))
+        return result
+
+    async def consent(self, account: str = MARIA, next_path: str = "/me", **kw: object) -> SignIn:
+        """``/start``, then the user's consent at the emulator: what Apple form_posts."""
+        started = await self.browser.get("/auth/apple/start", params={"next": next_path})
+        assert started.status_code == 303
+        return self.emulator.authorize(started.headers["location"], account, **kw)  # type: ignore[arg-type]
+
+    async def callback(self, signed: SignIn) -> httpx.Response:
+        return await self.apple_side.post("/auth/apple/callback", data=signed.form)
+
+    async def sign_in(self, account: str = MARIA, **consent: object) -> httpx.Response:
+        """The whole flow; the answer of ``/finish``."""
+        posted = await self.callback(await self.consent(account, **consent))
+        assert posted.status_code == 303, posted.text
+        return await self.browser.get(posted.headers["location"])
+
+    async def me(self) -> httpx.Response:
+        return await self.browser.get("/me")
 
 
 @pytest.fixture
-async def apple_side(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Apple's form_post is a cross-site POST: the browser sends no Lax cookie with it."""
+async def flow(apple_emulator: AppleEmulator, app: FastAPI) -> AsyncIterator[Flow]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client:
-        yield client
+    async with (
+        httpx.AsyncClient(transport=transport, base_url=ORIGIN) as browser,
+        httpx.AsyncClient(transport=transport, base_url=ORIGIN) as apple_side,
+    ):
+        yield Flow(apple_emulator, app, browser, apple_side)
 
 
-async def sign_in(
-    emulator: AppleEmulator,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-    account: str = MARIA,
-    **consent: object,
-) -> httpx.Response:
-    """Start, consent at the emulator, form_post, finish; the answer of ``/finish``."""
-    started = await browser.get("/auth/apple/start", params={"next": "/me"})
-    assert started.status_code == 303
-    signed = emulator.authorize(started.headers["location"], account, **consent)  # type: ignore[arg-type]
-    posted = await apple_side.post("/auth/apple/callback", data=signed.form)
-    assert posted.status_code == 303, posted.text
-    return await browser.get(posted.headers["location"])
-
-
-async def test_first_sign_in_creates_the_account_with_name_and_email(
-    apple_emulator: AppleEmulator, browser: httpx.AsyncClient, apple_side: httpx.AsyncClient
-) -> None:
-    finished = await sign_in(apple_emulator, browser, apple_side, name="María Ruiz")
+async def test_first_sign_in_creates_the_account_with_name_and_email(flow: Flow) -> None:
+    finished = await flow.sign_in(name="María Ruiz")
     assert finished.status_code == 303
     assert finished.headers["location"] == "/me"
-    me = await browser.get("/me")
-    assert me.json() == {
-        "sub": apple_emulator.sub_for(MARIA),
+    assert (await flow.me()).json() == {
+        "sub": flow.emulator.sub_for(MARIA),
         "email": MARIA,
         "private": False,
         "name": "María Ruiz",
@@ -84,182 +96,121 @@ async def test_first_sign_in_creates_the_account_with_name_and_email(
     }
 
 
-async def test_the_name_is_kept_from_the_first_sign_in(
-    apple_emulator: AppleEmulator, browser: httpx.AsyncClient, apple_side: httpx.AsyncClient
-) -> None:
-    await sign_in(apple_emulator, browser, apple_side, name="María Ruiz")
-    apple_emulator.revoke_consent(MARIA)  # Apple sends the name again after a revocation ...
-    await sign_in(apple_emulator, browser, apple_side, name="Someone Else")
-    assert (await browser.get("/me")).json()["name"] == "María Ruiz"  # ... but the first is kept
+async def test_the_name_is_kept_from_the_first_sign_in(flow: Flow) -> None:
+    await flow.sign_in(name="María Ruiz")
+    flow.emulator.revoke_consent(MARIA)  # Apple sends the name again after a revocation ...
+    await flow.sign_in(name="Someone Else")
+    assert (await flow.me()).json()["name"] == "María Ruiz"  # ... but the first is kept
 
 
-async def test_hidden_email_sets_the_relay_flag(
-    apple_emulator: AppleEmulator, browser: httpx.AsyncClient, apple_side: httpx.AsyncClient
-) -> None:
-    await sign_in(apple_emulator, browser, apple_side, "li.wei@example.com", share_email=False)
-    me = (await browser.get("/me")).json()
+async def test_hidden_email_sets_the_relay_flag(flow: Flow) -> None:
+    await flow.sign_in(LI, share_email=False)
+    me = (await flow.me()).json()
     assert me["private"] is True
     assert me["email"].endswith("@privaterelay.appleid.com")
 
 
-async def test_a_state_is_used_once(
-    apple_emulator: AppleEmulator,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    started = await browser.get("/auth/apple/start")
-    signed = apple_emulator.authorize(started.headers["location"])
-    assert (await apple_side.post("/auth/apple/callback", data=signed.form)).status_code == 303
-    replay = await apple_side.post("/auth/apple/callback", data=signed.form)
-    assert replay.status_code == 400
+async def test_a_state_is_used_once(flow: Flow, caplog: pytest.LogCaptureFixture) -> None:
+    signed = await flow.consent()
+    assert (await flow.callback(signed)).status_code == 303
+    assert (await flow.callback(signed)).status_code == 400
     assert failure_reasons(caplog) == ["unknown_state"]
 
 
 async def test_another_browser_cannot_finish_the_sign_in(
-    apple_emulator: AppleEmulator,
-    app: FastAPI,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-    caplog: pytest.LogCaptureFixture,
+    flow: Flow, caplog: pytest.LogCaptureFixture
 ) -> None:
-    started = await browser.get("/auth/apple/start")
-    signed = apple_emulator.authorize(started.headers["location"])
-    posted = await apple_side.post("/auth/apple/callback", data=signed.form)
-    victim = await apple_side.get(posted.headers["location"])  # no browser cookie
+    posted = await flow.callback(await flow.consent())
+    victim = await flow.apple_side.get(posted.headers["location"])  # no browser cookie
     assert victim.status_code == 400
     assert failure_reasons(caplog) == ["browser"]
-    assert app.state.apple_sign_in.store.get_account(apple_emulator.sub_for(MARIA)) is None
+    assert flow.account() is None
 
 
 async def test_a_code_issued_for_another_nonce_is_refused(
-    apple_emulator: AppleEmulator,
-    app: FastAPI,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-    caplog: pytest.LogCaptureFixture,
+    flow: Flow, caplog: pytest.LogCaptureFixture
 ) -> None:
-    started = await browser.get("/auth/apple/start")
+    started = await flow.browser.get("/auth/apple/start")
     state = httpx.URL(started.headers["location"]).params["state"]
-    redirect = app.state.apple_sign_in.redirect_uri
-    forged = apple_emulator.sign_in(
+    redirect = flow.app.state.apple_sign_in.redirect_uri
+    forged = flow.emulator.sign_in(
         state=state, nonce="attacker-nonce-0123456789", redirect_uri=redirect
     )
-    answer = await apple_side.post("/auth/apple/callback", data=forged.form)
-    assert answer.status_code == 400
-    [reason] = failure_reasons(caplog)
-    assert reason == "token"
+    assert (await flow.callback(forged)).status_code == 400
+    assert failure_reasons(caplog) == ["token"]
     assert "nonce" in caplog.text
 
 
-async def test_cancel_is_a_failed_sign_in(
-    apple_emulator: AppleEmulator,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    started = await browser.get("/auth/apple/start")
-    signed = apple_emulator.authorize(started.headers["location"], cancel=True)
-    assert (await apple_side.post("/auth/apple/callback", data=signed.form)).status_code == 400
+async def test_cancel_is_a_failed_sign_in(flow: Flow, caplog: pytest.LogCaptureFixture) -> None:
+    assert (await flow.callback(await flow.consent(cancel=True))).status_code == 400
     assert failure_reasons(caplog) == ["cancelled"]
 
 
-async def test_next_must_stay_on_this_site(
-    apple_emulator: AppleEmulator, browser: httpx.AsyncClient, apple_side: httpx.AsyncClient
-) -> None:
-    started = await browser.get("/auth/apple/start", params={"next": "//evil.example/x"})
-    signed = apple_emulator.authorize(started.headers["location"])
-    posted = await apple_side.post("/auth/apple/callback", data=signed.form)
-    finished = await browser.get(posted.headers["location"])
+async def test_next_must_stay_on_this_site(flow: Flow) -> None:
+    posted = await flow.callback(await flow.consent(next_path="//evil.example/x"))
+    finished = await flow.browser.get(posted.headers["location"])
     assert finished.headers["location"] == "/"
 
 
-async def test_no_session_is_401(browser: httpx.AsyncClient) -> None:
-    assert (await browser.get("/me")).status_code == 401
+async def test_no_session_is_401(flow: Flow) -> None:
+    assert (await flow.me()).status_code == 401
 
 
-async def test_consent_revoked_ends_sessions_and_drops_the_refresh_token(
-    apple_emulator: AppleEmulator,
-    app: FastAPI,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-) -> None:
-    await sign_in(apple_emulator, browser, apple_side)
-    apple_emulator.set_notification_url(NOTIFICATIONS, asgi_app=app)
-    [sent] = apple_emulator.revoke_consent(MARIA)
+async def test_consent_revoked_ends_sessions_and_drops_the_refresh_token(flow: Flow) -> None:
+    await flow.sign_in()
+    flow.emulator.set_notification_url(NOTIFICATIONS, asgi_app=flow.app)
+    [sent] = flow.emulator.revoke_consent(MARIA)
     assert sent.status == "delivered"
-    assert (await browser.get("/me")).status_code == 401
-    account = app.state.apple_sign_in.store.get_account(apple_emulator.sub_for(MARIA))
+    assert (await flow.me()).status_code == 401
+    account = flow.account()
     assert account is not None
     assert account.refresh_token is None
 
 
-async def test_email_forwarding_notifications_set_the_flag_once_per_jti(
-    apple_emulator: AppleEmulator,
-    app: FastAPI,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-) -> None:
-    await sign_in(apple_emulator, browser, apple_side, "li.wei@example.com", share_email=False)
-    apple_emulator.set_notification_url(NOTIFICATIONS, asgi_app=app)
-    [disabled] = apple_emulator.set_email_forwarding("li.wei@example.com", False)
-    assert (await browser.get("/me")).json()["forwarding"] is False
-    apple_emulator.set_email_forwarding("li.wei@example.com", True)
-    assert (await browser.get("/me")).json()["forwarding"] is True
-    replayed = await apple_side.post("/auth/apple/notifications", json=disabled.body)
+async def test_email_forwarding_notifications_set_the_flag_once_per_jti(flow: Flow) -> None:
+    await flow.sign_in(LI, share_email=False)
+    flow.emulator.set_notification_url(NOTIFICATIONS, asgi_app=flow.app)
+    [disabled] = flow.emulator.set_email_forwarding(LI, False)
+    assert (await flow.me()).json()["forwarding"] is False
+    flow.emulator.set_email_forwarding(LI, True)
+    assert (await flow.me()).json()["forwarding"] is True
+    replayed = await flow.apple_side.post("/auth/apple/notifications", json=disabled.body)
     assert replayed.status_code == 200
-    assert (await browser.get("/me")).json()["forwarding"] is True  # a replay changes nothing
+    assert (await flow.me()).json()["forwarding"] is True  # a replay changes nothing
 
 
-async def test_account_delete_notification_forgets_the_account(
-    apple_emulator: AppleEmulator,
-    app: FastAPI,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-) -> None:
-    await sign_in(apple_emulator, browser, apple_side)
-    sub = apple_emulator.sub_for(MARIA)
-    apple_emulator.set_notification_url(NOTIFICATIONS, asgi_app=app)
-    [sent] = apple_emulator.delete_account(MARIA)
+async def test_account_delete_notification_forgets_the_account(flow: Flow) -> None:
+    await flow.sign_in()
+    sub = flow.emulator.sub_for(MARIA)
+    flow.emulator.set_notification_url(NOTIFICATIONS, asgi_app=flow.app)
+    [sent] = flow.emulator.delete_account(MARIA)
     assert sent.status == "delivered"
-    assert app.state.apple_sign_in.store.get_account(sub) is None
-    assert (await browser.get("/me")).status_code == 401
+    assert flow.app.state.apple_sign_in.store.get_account(sub) is None
+    assert (await flow.me()).status_code == 401
 
 
-async def test_a_notification_apple_did_not_sign_is_refused(
-    apple_side: httpx.AsyncClient, app: FastAPI
-) -> None:
+async def test_a_notification_apple_did_not_sign_is_refused(flow: Flow) -> None:
     forged = "eyJraWQiOiJ4IiwiYWxnIjoiUlMyNTYifQ.eyJzdWIiOiJ4In0.c2ln"
-    answer = await apple_side.post("/auth/apple/notifications", json={"payload": forged})
+    answer = await flow.apple_side.post("/auth/apple/notifications", json={"payload": forged})
     assert answer.status_code == 400
 
 
-async def test_deleting_the_account_revokes_at_apple_first(
-    apple_emulator: AppleEmulator,
-    app: FastAPI,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-) -> None:
-    await sign_in(apple_emulator, browser, apple_side)
-    sub = apple_emulator.sub_for(MARIA)
-    refresh = app.state.apple_sign_in.store.get_account(sub).refresh_token
-    assert refresh is not None
-    assert (await browser.post("/auth/apple/delete-account")).status_code == 204
-    assert app.state.apple_sign_in.store.get_account(sub) is None
+async def test_deleting_the_account_revokes_at_apple_first(flow: Flow) -> None:
+    await flow.sign_in()
+    account = flow.account()
+    assert account is not None
+    assert account.refresh_token is not None
+    assert (await flow.browser.post("/auth/apple/delete-account")).status_code == 204
+    assert flow.account() is None
     with pytest.raises(InvalidGrant, match="revoked"):
-        apple_emulator.client().refresh(refresh)
+        flow.emulator.client().refresh(account.refresh_token)
 
 
-async def test_deletion_keeps_the_account_when_apple_is_down(
-    apple_emulator: AppleEmulator,
-    app: FastAPI,
-    browser: httpx.AsyncClient,
-    apple_side: httpx.AsyncClient,
-) -> None:
-    await sign_in(apple_emulator, browser, apple_side)
-    apple_emulator.fail("revoke", "status", status=503, count=2)
-    assert (await browser.post("/auth/apple/delete-account")).status_code == 503
-    assert (await browser.get("/me")).status_code == 200
+async def test_deletion_keeps_the_account_when_apple_is_down(flow: Flow) -> None:
+    await flow.sign_in()
+    flow.emulator.fail("revoke", "status", status=503, count=2)
+    assert (await flow.browser.post("/auth/apple/delete-account")).status_code == 503
+    assert (await flow.me()).status_code == 200
 
 
 def test_sync_client_over_a_real_server(

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from integration_helpers import NOTIFICATIONS, failure_reasons
+from integration_helpers import NOTIFICATIONS, account_json, failure_reasons
 
 from appleconnect import InvalidGrant
 from appleconnect.integrations import AppleSignIn
@@ -24,15 +24,7 @@ def app(apple_sign_in: AppleSignIn) -> Flask:
     @application.get("/me")
     @apple_login_required
     def me() -> dict[str, object]:
-        user = current_apple_user()
-        assert user is not None
-        return {
-            "sub": user.sub,
-            "email": user.email,
-            "private": user.is_private_email,
-            "name": user.full_name,
-            "forwarding": user.email_forwarding,
-        }
+        return account_json(current_apple_user())
 
     return application
 

@@ -24,6 +24,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from appleconnect import (
     APPLE_BASE_URL,
@@ -47,6 +48,12 @@ FINISH_TTL = 120.0
 SESSION_TTL = 14 * 86400.0
 MAX_NOTIFICATION_BYTES = 64 * 1024
 MAX_CALLBACK_BYTES = 16 * 1024
+BROWSER_COOKIE = "apple_signin_browser"
+"""The short-lived cookie that binds a sign-in to the browser that started it."""
+SESSION_COOKIE = "apple_session"
+"""The session cookie of the FastAPI and Flask adapters (Django uses its own session)."""
+FAILED = "Sign in with Apple did not complete. Please try again."
+"""The one message users see when a sign-in fails (the log says why)."""
 
 
 class SignInError(Exception):
@@ -120,6 +127,15 @@ class AppleSignIn:
         self.secure_cookies = secure_cookies
         self.session_ttl = session_ttl
         self._clock = clock
+
+    def cookie_options(self, max_age: float) -> dict[str, Any]:
+        """The adapters' ``set_cookie`` options: HttpOnly, SameSite=Lax, Secure unless off."""
+        return {
+            "max_age": int(max_age),
+            "httponly": True,
+            "secure": self.secure_cookies,
+            "samesite": "Lax",
+        }
 
     # -- the web flow ----------------------------------------------------------------------------
 

@@ -26,14 +26,19 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
 from appleconnect import AppleConnectError
 
-from ._flow import MAX_CALLBACK_BYTES, MAX_NOTIFICATION_BYTES, SIGN_IN_TTL, AppleSignIn, SignInError
+from ._flow import (
+    BROWSER_COOKIE,
+    FAILED,
+    MAX_CALLBACK_BYTES,
+    MAX_NOTIFICATION_BYTES,
+    SESSION_COOKIE,
+    SIGN_IN_TTL,
+    AppleSignIn,
+    SignInError,
+)
 from ._records import AppleAccount
 
 logger = logging.getLogger(__name__)
-
-BROWSER_COOKIE = "apple_signin_browser"
-SESSION_COOKIE = "apple_session"
-FAILED = "Sign in with Apple did not complete. Please try again."
 
 
 def get_apple_sign_in(request: Request) -> AppleSignIn:
@@ -85,12 +90,7 @@ def start(
     started = sign_in.start(next)
     response = RedirectResponse(started.url, status_code=303)
     response.set_cookie(
-        BROWSER_COOKIE,
-        started.browser_value,
-        max_age=int(SIGN_IN_TTL),
-        httponly=True,
-        secure=sign_in.secure_cookies,
-        samesite="lax",
+        BROWSER_COOKIE, started.browser_value, **sign_in.cookie_options(SIGN_IN_TTL)
     )
     return response
 
@@ -123,12 +123,7 @@ def finish(
     response = RedirectResponse(finished.next_path, status_code=303)
     response.delete_cookie(BROWSER_COOKIE)
     response.set_cookie(
-        SESSION_COOKIE,
-        finished.session_token,
-        max_age=int(sign_in.session_ttl),
-        httponly=True,
-        secure=sign_in.secure_cookies,
-        samesite="lax",
+        SESSION_COOKIE, finished.session_token, **sign_in.cookie_options(sign_in.session_ttl)
     )
     return response
 

@@ -28,14 +28,20 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from appleconnect import AppleConnectError
 
-from ._flow import MAX_CALLBACK_BYTES, MAX_NOTIFICATION_BYTES, SIGN_IN_TTL, AppleSignIn, SignInError
+from ._flow import (
+    BROWSER_COOKIE,
+    FAILED,
+    MAX_CALLBACK_BYTES,
+    MAX_NOTIFICATION_BYTES,
+    SESSION_COOKIE,
+    SIGN_IN_TTL,
+    AppleSignIn,
+    SignInError,
+)
 from ._records import AppleAccount
 
 logger = logging.getLogger(__name__)
 
-BROWSER_COOKIE = "apple_signin_browser"
-SESSION_COOKIE = "apple_session"
-FAILED = "Sign in with Apple did not complete. Please try again."
 EXTENSION = "appleconnect"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -89,14 +95,7 @@ def _failed(exc: SignInError) -> BaseResponse:
 
 
 def _cookie(response: BaseResponse, name: str, value: str, max_age: float) -> None:
-    response.set_cookie(
-        name,
-        value,
-        max_age=int(max_age),
-        httponly=True,
-        secure=apple_sign_in().secure_cookies,
-        samesite="Lax",
-    )
+    response.set_cookie(name, value, **apple_sign_in().cookie_options(max_age))
 
 
 @blueprint.get("/start")

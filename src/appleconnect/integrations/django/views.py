@@ -12,13 +12,17 @@ from django.views.decorators.http import require_GET, require_POST
 
 from appleconnect import AppleConnectError
 
-from .._flow import MAX_CALLBACK_BYTES, MAX_NOTIFICATION_BYTES, SIGN_IN_TTL, SignInError
+from .._flow import (
+    BROWSER_COOKIE,
+    FAILED,
+    MAX_CALLBACK_BYTES,
+    MAX_NOTIFICATION_BYTES,
+    SIGN_IN_TTL,
+    SignInError,
+)
 from .conf import apple_sign_in
 
 logger = logging.getLogger(__name__)
-
-BROWSER_COOKIE = "apple_signin_browser"
-FAILED = "Sign in with Apple did not complete. Please try again."
 
 
 def _failed(exc: SignInError) -> HttpResponse:
@@ -27,10 +31,15 @@ def _failed(exc: SignInError) -> HttpResponse:
 
 
 def _body(request: HttpRequest, limit: int) -> bytes | None:
+    """The request body, or ``None`` when it is larger than ``limit``."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if not declared.isdigit() or int(declared) > limit:
         return None
-    return bytes(request.read(limit + 1))
+    body = bytes(request.read(limit + 1))
+    return body if len(body) <= limit else None
+
+
+TOO_LARGE = "Request body too large."
 
 
 @require_GET
@@ -40,12 +49,7 @@ def start(request: HttpRequest) -> HttpResponse:
     started = sign_in.start(request.GET.get("next"))
     response = HttpResponseRedirect(started.url, status=303)
     response.set_cookie(
-        BROWSER_COOKIE,
-        started.browser_value,
-        max_age=int(SIGN_IN_TTL),
-        httponly=True,
-        secure=sign_in.secure_cookies,
-        samesite="Lax",
+        BROWSER_COOKIE, started.browser_value, **sign_in.cookie_options(SIGN_IN_TTL)
     )
     return response
 
@@ -55,8 +59,8 @@ def start(request: HttpRequest) -> HttpResponse:
 def callback(request: HttpRequest) -> HttpResponse:
     """Apple's form_post: verify it, then send the browser to ``finish``."""
     body = _body(request, MAX_CALLBACK_BYTES)
-    if body is None or len(body) > MAX_CALLBACK_BYTES:
-        return HttpResponse("Request body too large.", status=413, content_type="text/plain")
+    if body is None:
+        return HttpResponse(TOO_LARGE, status=413, content_type="text/plain")
     try:
         token = apple_sign_in().callback(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -90,8 +94,8 @@ def finish(request: HttpRequest) -> HttpResponse:
 def notifications(request: HttpRequest) -> HttpResponse:
     """Apple's server-to-server notifications; 400 for anything Apple did not sign."""
     body = _body(request, MAX_NOTIFICATION_BYTES)
-    if body is None or len(body) > MAX_NOTIFICATION_BYTES:
-        return HttpResponse("Request body too large.", status=413, content_type="text/plain")
+    if body is None:
+        return HttpResponse(TOO_LARGE, status=413, content_type="text/plain")
     try:
         apple_sign_in().handle_notification(body)
     except AppleConnectError as exc:
