@@ -8,8 +8,9 @@ emulator and the service together. Heavy imports happen inside the commands, so 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 try:
     import click
@@ -32,6 +33,46 @@ CONTROL_API_HELP = (
 )
 
 if click is not None:
+
+    def _server_limit_options(command: Callable[..., None]) -> Callable[..., None]:
+        """The slow-client options that ``serve`` and ``emulator`` share."""
+        options = [
+            click.option(
+                "--header-timeout",
+                type=click.FloatRange(0, 3600, min_open=True),
+                default=10.0,
+                show_default=True,
+                help="Seconds a client has to send a request's line and headers; then 408 and "
+                "the connection is closed.",
+            ),
+            click.option(
+                "--body-timeout",
+                type=click.FloatRange(0, 3600, min_open=True),
+                default=30.0,
+                show_default=True,
+                help="Seconds a client has, once the headers are in, to send the declared "
+                "body; then 408 (or a closed connection).",
+            ),
+            click.option(
+                "--max-connections",
+                type=click.IntRange(1, 100_000),
+                default=500,
+                show_default=True,
+                help="Connections served at once; a request on one more is answered 503.",
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    def _server_limits(values: dict[str, Any]) -> Any:
+        from appleconnect._serving import ServerLimits
+
+        return ServerLimits(
+            header_timeout=values["header_timeout"],
+            body_timeout=values["body_timeout"],
+            max_connections=values["max_connections"],
+        )
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(package_name="appleconnect")
@@ -282,15 +323,31 @@ if click is not None:
         default=None,
         help=CONTROL_API_HELP.format(where="/emulator/..."),
     )
+    @_server_limit_options
     def emulator_command(
-        host: str, port: int, state_dir: Path, issuer: str | None, control_api: bool | None
+        host: str,
+        port: int,
+        state_dir: Path,
+        issuer: str | None,
+        control_api: bool | None,
+        **limits: Any,
     ) -> None:
-        """Run the emulator of Apple's side of Sign in with Apple."""
+        """Run the emulator of Apple's side of Sign in with Apple.
+
+        Example: appleconnect emulator --state-dir ./apple-state --header-timeout 5
+        """
         from appleconnect._logredact import install_log_redaction
         from appleconnect.emulator import serve
 
         install_log_redaction()
-        serve(host=host, port=port, state_dir=state_dir, issuer=issuer, control_api=control_api)
+        serve(
+            host=host,
+            port=port,
+            state_dir=state_dir,
+            issuer=issuer,
+            control_api=control_api,
+            server_options=_server_limits(limits).uvicorn_options(),
+        )
 
     @cli.command("emulator-transfer")
     @click.option(
@@ -360,8 +417,14 @@ if click is not None:
         default=None,
         help=CONTROL_API_HELP.format(where="/apple/emulator/... (sandbox mode only)"),
     )
+    @_server_limit_options
     def serve_command(
-        host: str, port: int, data_dir: Path, config: Path | None, control_api: bool | None
+        host: str,
+        port: int,
+        data_dir: Path,
+        config: Path | None,
+        control_api: bool | None,
+        **limits: Any,
     ) -> None:
         """Run the Apple Connect service (sandbox mode, with the emulator, when unconfigured).
 
@@ -369,7 +432,14 @@ if click is not None:
         """
         from appleconnect.sandbox import serve
 
-        serve(host=host, port=port, data_dir=data_dir, config=config, control_api=control_api)
+        serve(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            config=config,
+            control_api=control_api,
+            limits=_server_limits(limits),
+        )
 
     def _add_service_commands() -> None:
         # The service's commands need the 'server' extra; without it the library's commands

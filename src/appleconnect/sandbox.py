@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from appleconnect._logredact import install_log_redaction
+from appleconnect._serving import ServerLimits
 from appleconnect.server import Settings, create_app, load_settings, store
 from appleconnect.server.admin.runtime import stored_settings
 from appleconnect.server.commands import admin_login_url
@@ -312,8 +313,12 @@ def serve(
     data_dir: Path,
     config: Path | None,
     control_api: bool | None = None,
+    limits: ServerLimits | None = None,
 ) -> None:
-    """Run ``appleconnect serve``: sandbox mode without configuration, production with it."""
+    """Run ``appleconnect serve``: sandbox mode without configuration, production with it.
+
+    ``limits`` are the slow-client timeouts and the connection cap (:mod:`appleconnect._serving`).
+    """
     import uvicorn
 
     install_log_redaction()
@@ -321,4 +326,5 @@ def serve(
         host=host, port=port, data_dir=data_dir, config=config, control_api=control_api
     )
     click.echo("\n".join(composed.banner))
-    uvicorn.run(composed.app, host=host, port=port, log_level="info", proxy_headers=True)
+    options = (limits or ServerLimits()).uvicorn_options()
+    uvicorn.run(composed.app, host=host, port=port, log_level="info", proxy_headers=True, **options)

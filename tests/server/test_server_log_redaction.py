@@ -5,15 +5,13 @@ parameter redacted; the API key and the session token are also accepted in heade
 from __future__ import annotations
 
 import logging
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from served_helpers import free_port, start_cli, stop, wait_until_up
 from server_helpers import Env
 
 from appleconnect._logredact import REDACTED, RedactSecrets, install_log_redaction, redact
@@ -28,61 +26,25 @@ SECRETS = {
 }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "appleconnect.cli", *args], stdout=out, stderr=out
-        )
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the process exited with {proc.returncode}"
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not come up")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str, Path, Path]]:
-    service_port, emulator_port = _free_port(), _free_port()
+    service_port, emulator_port = free_port(), free_port()
     service_log, emulator_log = tmp_path / "serve.log", tmp_path / "emulator.log"
-    service = _start(
+    service = start_cli(
         ["serve", "--port", str(service_port), "--data-dir", str(tmp_path / "data")], service_log
     )
-    emulator = _start(
+    emulator = start_cli(
         ["emulator", "--port", str(emulator_port), "--state-dir", str(tmp_path / "emu")],
         emulator_log,
     )
     try:
         base, apple = f"http://127.0.0.1:{service_port}", f"http://127.0.0.1:{emulator_port}"
-        _wait_until_up(base + "/openapi.json", service)
-        _wait_until_up(apple + "/auth/keys", emulator)
+        wait_until_up(base + "/openapi.json", service)
+        wait_until_up(apple + "/auth/keys", emulator)
         yield base, apple, service_log, emulator_log
     finally:
-        _stop(service)
-        _stop(emulator)
+        stop(service)
+        stop(emulator)
 
 
 def _query() -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .app import create_emulator_app
 from .checkpoints import Checkpoint, checkpoint, restore_checkpoint
@@ -64,11 +66,13 @@ def serve(
     state_dir: Path,
     issuer: str | None,
     control_api: bool | None,
+    server_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Run the emulator with uvicorn until interrupted.
 
     ``control_api=None`` serves the control API only on a loopback address. Prints where
-    ``credentials.json`` is and the base URL to point a client at.
+    ``credentials.json`` is and the base URL to point a client at. ``server_options`` are more
+    keyword arguments for ``uvicorn.run`` (``appleconnect emulator`` passes its timeouts).
     """
     import uvicorn
 
@@ -96,6 +100,6 @@ def serve(
     out.write(f"  control API:       {f'{base}/emulator' if enabled else 'off'}\n")
     out.flush()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", **(server_options or {}))
     finally:
         state.close()
