@@ -28,6 +28,7 @@ from appleconnect.server import Settings, create_app, load_settings, store
 from appleconnect.server.admin.runtime import stored_settings
 from appleconnect.server.commands import admin_login_url
 from appleconnect.server.db import create_engine, migrate, session_factory
+from appleconnect.server.files import private_dir, private_file
 from appleconnect.server.security import load_encryptor
 from appleconnect.server.settings import ENV_PREFIX, Secret, SettingsError
 
@@ -80,7 +81,10 @@ def build_sandbox_app(
     """
     from appleconnect.emulator import create_emulator_app
 
-    data_dir = Path(data_dir)
+    data_dir = private_dir(Path(data_dir))
+    if emulator_state_dir is None:
+        # The emulator's state (the team's .p8, its signing keys) lives inside, private too.
+        private_dir(data_dir / "emulator")
     holder: dict[str, Any] = {}
 
     async def combined(scope: Any, receive: Any, send: Any) -> None:
@@ -207,8 +211,7 @@ async def _prepare_db(settings: Settings, known_key: str) -> Prepared:
 
 
 def _prepare(settings: Settings) -> Prepared:
-    data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(Path(settings.data_dir))
     key_file = data_dir / DEMO_KEY_FILE
     known = key_file.read_text().strip() if key_file.exists() else ""
     prepared = asyncio.run(_prepare_db(settings, known))
@@ -216,6 +219,8 @@ def _prepare(settings: Settings) -> Prepared:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(prepared.demo_key + "\n")
+    if key_file.exists():
+        private_file(key_file)  # narrows a file an older version left readable
     return prepared
 
 

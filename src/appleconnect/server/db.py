@@ -11,6 +11,7 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from .files import private_dir, private_sqlite
 from .settings import Settings
 
 __all__ = ["DbSession", "create_engine", "migrate", "session_factory"]
@@ -21,10 +22,12 @@ _PG_MIGRATION_LOCK = 0x61706C63
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """An async engine for the configured database; SQLite gets WAL and a busy timeout."""
+    """An async engine for the configured database; SQLite gets WAL and a busy timeout, and
+    its files mode 0600 in a 0700 data directory (:mod:`.files`)."""
     url = settings.effective_database_url
     if url.startswith("sqlite"):
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        private_dir(Path(settings.data_dir))
+        private_sqlite(url)
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from .files import private_dir, private_file
 from .settings import Settings, SettingsError
 
 __all__ = [
@@ -82,8 +83,10 @@ def load_encryptor(settings: Settings) -> Encryptor:
     if not settings.sandbox:
         raise SettingsError("encryption_key: production mode needs a key.")
     path = Path(settings.data_dir) / "encryption.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    if path.exists():
+        private_file(path)  # narrows a key left readable by others
+    else:
         # O_EXCL makes two processes starting together agree on one key.
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
