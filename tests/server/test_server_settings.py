@@ -72,6 +72,9 @@ def test_toml_file_with_sections(tmp_path: Path) -> None:
     [
         ({"APPLECONNECT_ENCRYPTION_KEY": ""}, "encryption_key"),
         ({"APPLECONNECT_PUBLIC_URL": "http://login.example.com"}, "public_url"),
+        ({"APPLECONNECT_APPLE_BASE_URL": "http://appleid.apple.com"}, "apple_base_url"),
+        ({"APPLECONNECT_APPLE_BASE_URL": "HTTP://appleid.apple.com"}, "apple_base_url"),
+        ({"APPLECONNECT_APPLE_BASE_URL": "appleid.apple.com"}, "apple_base_url"),
         ({"APPLECONNECT_REDIRECT_URI": "https://127.0.0.1/cb"}, "redirect_uri"),
         ({"APPLECONNECT_REDIRECT_URI": "https://localhost/cb"}, "redirect_uri"),
         ({"APPLECONNECT_REDIRECT_URI": "http://login.example.com/cb"}, "redirect_uri"),

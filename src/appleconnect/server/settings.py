@@ -228,19 +228,31 @@ class Settings:
         url = urlsplit(self.public_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise SettingsError("public_url: must be an absolute http(s) URL.")
+        apple_url = urlsplit(self.apple_base_url)
+        if apple_url.scheme not in ("http", "https") or not apple_url.hostname:
+            raise SettingsError("apple_base_url: must be an absolute http(s) URL.")
         if self.welcome_email and not self.mail_from:
             raise SettingsError("mail_from: required when welcome_email is on.")
-        if self.sandbox:
-            return
-        # Production: refuse the relaxations that only sandbox mode may have.
+        if not self.sandbox:
+            self._validate_production()
+
+    def _validate_production(self) -> None:
+        """Refuse the relaxations that only sandbox mode may have."""
         if not self.encryption_key:
             raise SettingsError(
                 "encryption_key: production mode needs a key to encrypt secrets at rest; "
                 "generate one with `python -c 'from cryptography.fernet import Fernet; "
                 "print(Fernet.generate_key().decode())'`."
             )
-        if url.scheme != "https":
+        if urlsplit(self.public_url).scheme != "https":
             raise SettingsError("public_url: production mode requires https.")
+        if urlsplit(self.apple_base_url).scheme != "https":
+            # Over plain HTTP the client secret, the codes and Apple's keys travel in clear, and
+            # whoever sits on the path can serve a key set and forge identity tokens.
+            raise SettingsError(
+                f"apple_base_url: production mode requires https ({self.apple_base_url!r} would "
+                "send the client secret and codes in clear and let the path forge Apple's keys)."
+            )
         for name, uris in (
             ("redirect_uri", (self.effective_redirect_uri,)),
             ("app_redirect_uris", self.app_redirect_uris),
