@@ -15,7 +15,8 @@ from server_helpers import PUBLIC_URL, Env
 from sqlalchemy import select
 
 from appleconnect.sandbox import build_sandbox_app
-from appleconnect.server import store
+from appleconnect.server import Settings, store
+from appleconnect.server.admin import auth as admin_auth
 from appleconnect.server.admin.runtime import Runtime
 from appleconnect.server.models import AuditEvent, SettingValue, User
 
@@ -81,6 +82,19 @@ async def test_forms_refuse_a_missing_csrf_token_and_another_origin(env: Env) ->
         headers={"origin": "https://evil.example"},
     )
     assert cross.status_code == 403
+    # Same host, another scheme: another origin (a plain-HTTP page anyone on the path can write).
+    other_scheme = await env.http.post(
+        "/admin/apikeys",
+        data={"name": "x", "csrf": csrf},
+        headers={"origin": "https://127.0.0.1:8000"},
+    )
+    assert other_scheme.status_code == 403
+    same = await env.http.post(
+        "/admin/apikeys",
+        data={"name": "x", "csrf": csrf},
+        headers={"origin": "http://127.0.0.1:8000"},
+    )
+    assert same.status_code == 200
     ok = await env.http.post("/admin/apikeys", data={"name": "x", "csrf": csrf})
     assert ok.status_code == 200
 
@@ -371,3 +385,23 @@ async def test_sandbox_registers_a_changed_redirect_uri_and_client_id_with_the_e
         params={"cookie": finish.cookies[env.settings.cookie_name]},
     )
     assert info.json()["user"]["email"] == MARIA
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed"),
+    [
+        (None, "login.example.com", True),
+        ("https://login.example.com", "login.example.com", True),
+        ("https://LOGIN.example.com", "proxy.internal", True),
+        ("https://login.example.com:8443", "login.example.com:8443", True),
+        ("http://login.example.com", "login.example.com", False),
+        ("http://login.example.com:8443", "login.example.com:8443", False),
+        ("https://evil.example", "login.example.com", False),
+        ("null", "login.example.com", False),
+    ],
+)
+def test_same_origin_compares_the_scheme_as_well_as_the_host(
+    origin: str | None, host: str, allowed: bool
+) -> None:
+    settings = Settings(mode="production", public_url="https://login.example.com")
+    assert admin_auth.same_origin(settings, origin, host) is allowed

@@ -92,11 +92,19 @@ def check_csrf(session_token: str, submitted: str) -> bool:
 
 
 def same_origin(settings: Settings, origin: str | None, host: str | None) -> bool:
-    """``True`` unless the request says it came from another origin (``Origin`` header)."""
+    """``True`` unless the request says it came from another origin (``Origin`` header).
+
+    An origin is a scheme and a host (RFC 6454): the scheme must be the public URL's, and the
+    host the public URL's or the request's ``Host``. A page served over plain HTTP on the same
+    host (which anyone on the path can write) is another origin.
+    """
     if not origin:
         return True
     if origin == "null":
         return False
     mine = urlsplit(settings.public_url)
     theirs = urlsplit(origin)
-    return (theirs.scheme, theirs.netloc) == (mine.scheme, mine.netloc) or theirs.netloc == host
+    if theirs.scheme != mine.scheme:  # urlsplit lower-cases schemes
+        return False
+    netloc = theirs.netloc.lower()
+    return netloc == mine.netloc.lower() or (host is not None and netloc == host.lower())
