@@ -9,17 +9,13 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 
-import httpx
 import pytest
-from server_helpers import PUBLIC_URL, Env
+from server_helpers import Env, open_env
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from appleconnect.sandbox import build_sandbox_app
-from appleconnect.server import store
 from appleconnect.server.models import Base
 
 PG_ADMIN_URL = os.environ.get(
@@ -99,18 +95,5 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 async def env(tmp_path: Path, database_url: str) -> AsyncIterator[Env]:
-    sandbox = build_sandbox_app(
-        tmp_path / "data",
-        public_url=PUBLIC_URL,
-        overrides={"database_url": database_url},
-    )
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(sandbox.app.router.lifespan_context(sandbox.app))
-        http = await stack.enter_async_context(
-            httpx.AsyncClient(transport=sandbox.transport, base_url=PUBLIC_URL)
-        )
-        service = sandbox.service_app.state.service
-        async with service.sessions() as db:
-            key = await store.create_api_key(db=db, name="tests")
-            await db.commit()
-        yield Env(sandbox=sandbox, http=http, api_key=key)
+    async with open_env(tmp_path / "data", {"database_url": database_url}) as environment:
+        yield environment

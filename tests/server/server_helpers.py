@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from appleconnect.sandbox import Sandbox
+from appleconnect.sandbox import Sandbox, build_sandbox_app
+from appleconnect.server import store
 
 PUBLIC_URL = "http://127.0.0.1:8000"
 
@@ -92,3 +96,19 @@ class Env:
         finish = await self.http.get(callback.headers["location"])
         assert finish.status_code == 303, finish.text
         return finish
+
+
+@asynccontextmanager
+async def open_env(data_dir: Path, overrides: Mapping[str, Any]) -> AsyncIterator[Env]:
+    """A sandbox on ``data_dir`` with settings ``overrides``, started, with an API key."""
+    sandbox = build_sandbox_app(data_dir, public_url=PUBLIC_URL, overrides=overrides)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(sandbox.app.router.lifespan_context(sandbox.app))
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(transport=sandbox.transport, base_url=PUBLIC_URL)
+        )
+        service = sandbox.service_app.state.service
+        async with service.sessions() as db:
+            key = await store.create_api_key(db=db, name="tests")
+            await db.commit()
+        yield Env(sandbox=sandbox, http=http, api_key=key)

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from server_helpers import PUBLIC_URL, Env
+from server_helpers import open_env
 
-from appleconnect.sandbox import build_sandbox_app
 from appleconnect.server.files import private_sqlite
 
 
@@ -30,16 +27,6 @@ def umask_022() -> Iterator[None]:
     os.umask(previous)
 
 
-async def open_sandbox(data_dir: Path, overrides: dict[str, str]) -> AsyncIterator[Env]:
-    sandbox = build_sandbox_app(data_dir, public_url=PUBLIC_URL, overrides=overrides)
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(sandbox.app.router.lifespan_context(sandbox.app))
-        http = await stack.enter_async_context(
-            httpx.AsyncClient(transport=sandbox.transport, base_url=PUBLIC_URL)
-        )
-        yield Env(sandbox=sandbox, http=http, api_key="")
-
-
 def service_files(data_dir: Path) -> list[Path]:
     """Every file of the service's data directory (the emulator's subdirectory aside)."""
     return [
@@ -52,7 +39,7 @@ def service_files(data_dir: Path) -> list[Path]:
 @pytest.mark.usefixtures("umask_022")
 async def test_data_directory_and_files_are_private_after_a_sign_in(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    async for env in open_sandbox(data_dir, {}):
+    async with open_env(data_dir, {}) as env:
         finish = await env.web_sign_in()
         assert finish.status_code == 303
         names = {p.name for p in service_files(data_dir)}
@@ -68,12 +55,12 @@ async def test_data_directory_and_files_are_private_after_a_sign_in(tmp_path: Pa
 @pytest.mark.usefixtures("umask_022")
 async def test_loose_modes_left_by_an_older_version_are_narrowed_at_start(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    async for env in open_sandbox(data_dir, {}):
+    async with open_env(data_dir, {}) as env:
         await env.web_sign_in()
     for path in service_files(data_dir):
         path.chmod(0o644)
     data_dir.chmod(0o755)
-    async for env in open_sandbox(data_dir, {}):
+    async with open_env(data_dir, {}) as env:
         await env.web_sign_in()
         assert mode(data_dir) == 0o700
         for path in service_files(data_dir):
@@ -86,7 +73,7 @@ async def test_a_database_outside_the_data_directory_is_private_too(
 ) -> None:
     # Both backends: with PostgreSQL the data directory still holds encryption.key.
     data_dir = tmp_path / "data"
-    async for env in open_sandbox(data_dir, {"database_url": database_url}):
+    async with open_env(data_dir, {"database_url": database_url}) as env:
         await env.web_sign_in()
         files = service_files(data_dir)
         assert data_dir / "encryption.key" in files

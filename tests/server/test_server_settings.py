@@ -75,6 +75,8 @@ def test_toml_file_with_sections(tmp_path: Path) -> None:
         ({"APPLECONNECT_APPLE_BASE_URL": "http://appleid.apple.com"}, "apple_base_url"),
         ({"APPLECONNECT_APPLE_BASE_URL": "HTTP://appleid.apple.com"}, "apple_base_url"),
         ({"APPLECONNECT_APPLE_BASE_URL": "appleid.apple.com"}, "apple_base_url"),
+        ({"APPLECONNECT_KEYS_REFETCH_INTERVAL": "-1"}, "keys_refetch_interval"),
+        ({"APPLECONNECT_KEYS_FAILURE_BACKOFF": "601"}, "keys_failure_backoff"),
         ({"APPLECONNECT_REDIRECT_URI": "https://127.0.0.1/cb"}, "redirect_uri"),
         ({"APPLECONNECT_REDIRECT_URI": "https://localhost/cb"}, "redirect_uri"),
         ({"APPLECONNECT_REDIRECT_URI": "http://login.example.com/cb"}, "redirect_uri"),

@@ -55,7 +55,12 @@ class AppleGateway:
         self.missing = settings.apple_missing(private_key_pem=private_key_pem)
         self.audiences = settings.audiences
         self._http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0))
-        self.keys = AppleKeys(base_url=settings.apple_base_url, async_http_client=self._http)
+        self.keys = AppleKeys(
+            base_url=settings.apple_base_url,
+            async_http_client=self._http,
+            refetch_interval=settings.keys_refetch_interval,
+            failure_backoff=settings.keys_failure_backoff,
+        )
         self._clients: dict[str, AsyncAppleClient] = {}
         for client_id in () if self.missing else self.audiences:
             secret: ClientSecret | str

@@ -42,10 +42,19 @@ ERROR_RESPONSES: dict[str, Any] = {
         },
     },
     "502": _error("Apple refused this service's credentials (the log says why)."),
-    "503": _error(
-        "Apple could not be reached (apple_unavailable), or the service's Apple settings are "
-        "not set yet (not_configured)."
-    ),
+    "503": {
+        **_error(
+            "Apple could not be reached, or its signing keys could not be fetched "
+            "(apple_unavailable), or the service's Apple settings are not set yet "
+            "(not_configured)."
+        ),
+        "headers": {
+            "Retry-After": {
+                "description": "With apple_unavailable: seconds after which to try again.",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
 }
 
 WEB_RESPONSES: dict[int | str, dict[str, Any]] = {

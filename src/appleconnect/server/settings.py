@@ -92,6 +92,10 @@ class Settings:
     scope: str = "name email"
     leeway_seconds: int = 60
     refresh_validation_interval: int = 86_400
+    # Apple's key set (AppleKeys): an unknown kid refetches at most once per interval; after a
+    # failed fetch, once per backoff (a sign-in or notification meanwhile answers 503).
+    keys_refetch_interval: float = 60.0
+    keys_failure_backoff: float = 5.0
 
     # Secrets at rest.
     encryption_key: Secret = field(default_factory=lambda: Secret(""))
@@ -204,6 +208,10 @@ class Settings:
         for name in ("session_ttl", "auth_request_ttl", "admin_login_ttl", "max_body_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be a positive number.")
+        if not 0 <= self.keys_refetch_interval <= 3600:
+            raise SettingsError("keys_refetch_interval: must be 0 to 3600 seconds.")
+        if not 0 <= self.keys_failure_backoff <= 600:
+            raise SettingsError("keys_failure_backoff: must be 0 to 600 seconds.")
         if not 1 <= self.rate_limit_window <= 86_400:
             raise SettingsError("rate_limit_window: must be 1 to 86400 seconds.")
         for name in ("rate_limit_per_ip", "rate_limit_per_key"):

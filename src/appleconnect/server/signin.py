@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from appleconnect import (
     InvalidIdentityToken,
     InvalidNotification,
     InvalidRequest,
+    KeysUnavailable,
     Notification,
 )
 from appleconnect._doctor import decode_unverified
@@ -44,6 +46,9 @@ from .security import Encryptor, load_encryptor
 from .settings import Settings
 
 log = logging.getLogger("appleconnect.server")
+
+APPLE_RETRY_AFTER = 30
+"""Seconds in ``Retry-After`` when Apple could not be reached (its keys aside)."""
 
 
 @dataclass
@@ -174,9 +179,21 @@ def apple_failure(exc: AppleConnectError, *, during: str) -> ServiceError:
         return ServiceError(
             "invalid_id_token", "The identity token could not be verified.", status=401
         )
+    if isinstance(exc, KeysUnavailable):
+        # The token names a key Apple's key set could not be fetched for: undecidable, not
+        # invalid. 503 + Retry-After makes Apple deliver a notification again.
+        return ServiceError(
+            "apple_unavailable",
+            "Apple's signing keys could not be fetched; try again in a few seconds.",
+            status=503,
+            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+        )
     if isinstance(exc, AppleUnavailable):
         return ServiceError(
-            "apple_unavailable", "Apple could not be reached; try again later.", status=503
+            "apple_unavailable",
+            "Apple could not be reached; try again later.",
+            status=503,
+            headers={"Retry-After": str(APPLE_RETRY_AFTER)},
         )
     if isinstance(exc, InvalidRequest) and during == "refresh":
         return ServiceError(
@@ -222,6 +239,14 @@ async def sign_in_with_code(
     await save_first_login_name(
         service=service, id_token_hint=id_token_hint, first_name=first_name, last_name=last_name
     )
+    hinted = None
+    if id_token_hint is not None:
+        # A native app's nonce is in the token it got from Apple directly. Verified before the
+        # code is spent: a forged token, or Apple's keys unavailable (503), leaves it usable.
+        try:
+            hinted = await service.apple.verify(id_token_hint, nonce=nonce)
+        except AppleConnectError as exc:
+            raise apple_failure(exc, during="id_token verification") from exc
     try:
         token = await service.apple.exchange_code(
             client_id=client_id, code=code, redirect_uri=redirect_uri
@@ -231,10 +256,8 @@ async def sign_in_with_code(
     if not token.id_token:
         raise ServiceError("apple_error", "Apple returned no identity token.", status=502)
     try:
-        if id_token_hint is not None:
-            # A native app's nonce is in the token it got from Apple directly; the exchanged
-            # token must then belong to the same user.
-            hinted = await service.apple.verify(id_token_hint, nonce=nonce)
+        if hinted is not None:
+            # The exchanged token must belong to the user of the app's token.
             verified = await service.apple.verify(
                 token.id_token, nonce=None, access_token=token.access_token
             )
