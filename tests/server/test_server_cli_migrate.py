@@ -5,6 +5,7 @@ sending team A and the recipient team B, TN3159)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import socket
 import sqlite3
@@ -12,13 +13,18 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from cryptography import x509
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from appleconnect.cli import main
 from appleconnect.emulator import create_emulator_app
@@ -29,14 +35,52 @@ TEAM_B = "TEAMB00001"
 ACCOUNTS = ("maria.ruiz@example.com", "li.wei@example.com")
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key: production talks to Apple over HTTPS only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "apple-cert.pem", directory / "apple-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
 @pytest.fixture
-def apple(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    """The emulator behind real uvicorn on 127.0.0.1; yields its base URL and its state."""
+def apple(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+    """The emulator behind real uvicorn and TLS on 127.0.0.1 (its certificate trusted through
+    SSL_CERT_FILE, which httpx reads); yields its base URL and its state."""
     app = create_emulator_app(state_dir=tmp_path / "emulator")
+    cert_file, key_file = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
+    config = uvicorn.Config(
+        app, log_level="warning", ws="none", ssl_certfile=cert_file, ssl_keyfile=key_file
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -45,7 +89,7 @@ def apple(tmp_path: Path) -> Iterator[tuple[str, Any]]:
             assert thread.is_alive(), "the emulator's server stopped"
             assert time.monotonic() < deadline, "the emulator did not start"
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}", app.state.emulator
+        yield f"https://127.0.0.1:{port}", app.state.emulator
     finally:
         server.should_exit = True
         thread.join(timeout=20)
