@@ -127,3 +127,17 @@ def test_library_does_not_import_the_emulator_or_the_service() -> None:
 def test_private_modules_are_importable() -> None:
     for module in ("_client", "_identity", "_keys", "_secret", "_jws", "_notifications"):
         assert importlib.import_module(f"appleconnect.{module}")
+
+
+def test_the_version_is_declared_once() -> None:
+    # pyproject.toml takes the version from __version__ (hatch), so the installed metadata and
+    # the module agree, and the command's --version says the same.
+    import importlib.metadata
+
+    from click.testing import CliRunner
+
+    from appleconnect.cli import cli
+
+    assert importlib.metadata.version("appleconnect") == appleconnect.__version__
+    shown = CliRunner().invoke(cli, ["--version"])
+    assert appleconnect.__version__ in shown.output

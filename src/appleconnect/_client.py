@@ -52,7 +52,7 @@ from ._secret import ClientSecret, validate_client_id, validate_team_or_key_id
 
 __all__ = ["AppleClient", "AsyncAppleClient", "MigrationInfo", "TokenResponse"]
 
-logger = logging.getLogger("appleconnect")
+logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 """Apple's answers are a few KiB at most; a larger body is refused unread."""

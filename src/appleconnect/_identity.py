@@ -193,7 +193,7 @@ _new_tuple = tuple.__new__
 _time = time.time
 
 
-def _finish(
+def _identity_from_claims(
     payload: dict[str, Any],
     audiences: frozenset[str],
     nonce: str | None,
@@ -340,7 +340,7 @@ def verify_identity_token(
         _check_nonce_argument(nonce)
     parts = split_token(token, InvalidIdentityToken)
     claims = verify_rs256_parts(parts, keys.get(parts[3]), InvalidIdentityToken)
-    return _finish(claims, allowed, nonce, now, leeway, access_token, code)
+    return _identity_from_claims(claims, allowed, nonce, now, leeway, access_token, code)
 
 
 async def averify_identity_token(
@@ -361,4 +361,4 @@ async def averify_identity_token(
     parts = split_token(token, InvalidIdentityToken)
     key = keys.cached(parts[3]) or await keys.aget(parts[3])  # no coroutine when cached
     claims = verify_rs256_parts(parts, key, InvalidIdentityToken)
-    return _finish(claims, allowed, nonce, now, leeway, access_token, code)
+    return _identity_from_claims(claims, allowed, nonce, now, leeway, access_token, code)

@@ -36,7 +36,7 @@ from ._jws import b64url_decode
 
 __all__ = ["AppleKeys", "parse_jwks"]
 
-logger = logging.getLogger("appleconnect")
+logger = logging.getLogger(__name__)
 
 _ACCEPT_JSON = {"Accept": "application/json"}
 

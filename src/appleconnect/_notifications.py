@@ -107,7 +107,7 @@ def _event_time(value: object) -> datetime | None:
         ) from None
 
 
-def _finish(
+def _notification_from_claims(
     claims: dict[str, Any], *, audiences: frozenset[str], now: float | None, leeway: float
 ) -> Notification:
     err = InvalidNotification
@@ -165,7 +165,7 @@ def parse_notification(
     allowed = _normalise_audiences(audiences)
     parts = split_token(_extract_payload(body), InvalidNotification)
     claims = verify_rs256_parts(parts, keys.get(parts[3]), InvalidNotification)
-    return _finish(claims, audiences=allowed, now=now, leeway=leeway)
+    return _notification_from_claims(claims, audiences=allowed, now=now, leeway=leeway)
 
 
 async def aparse_notification(
@@ -181,4 +181,4 @@ async def aparse_notification(
     parts = split_token(_extract_payload(body), InvalidNotification)
     key = keys.cached(parts[3]) or await keys.aget(parts[3])  # no coroutine when cached
     claims = verify_rs256_parts(parts, key, InvalidNotification)
-    return _finish(claims, audiences=allowed, now=now, leeway=leeway)
+    return _notification_from_claims(claims, audiences=allowed, now=now, leeway=leeway)

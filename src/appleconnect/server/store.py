@@ -15,7 +15,9 @@ from typing import Any
 
 from sqlalchemy import case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql import Executable
 
 from .db import DbSession
 from .models import (
@@ -48,6 +50,17 @@ MAX_TOKEN_LENGTH = 200
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
+async def _rows_changed(db: DbSession, statement: Executable) -> int:
+    """Run an UPDATE or DELETE and return how many rows it changed.
+
+    ``AsyncSession.execute`` is typed as returning a ``Result``; for these statements it is a
+    ``CursorResult``, the one that has ``rowcount``.
+    """
+    result = await db.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
 # --- API keys ---------------------------------------------------------------------------------
 
 
@@ -71,12 +84,15 @@ async def list_api_keys(*, db: DbSession) -> Sequence[ApiKey]:
 
 
 async def revoke_api_key(*, db: DbSession, key_id: int, now: datetime | None = None) -> bool:
-    result = await db.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=now or utcnow())
+    return (
+        await _rows_changed(
+            db,
+            update(ApiKey)
+            .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=now or utcnow()),
+        )
+        > 0
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def check_api_key(*, db: DbSession, raw: str, now: datetime | None = None) -> ApiKey | None:
@@ -138,13 +154,11 @@ async def session_user(*, db: DbSession, raw: str, now: datetime | None = None) 
 
 
 async def end_session(*, db: DbSession, raw: str) -> bool:
-    result = await db.execute(delete(Session).where(Session.token_hash == hash_token(raw)))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return await _rows_changed(db, delete(Session).where(Session.token_hash == hash_token(raw))) > 0
 
 
 async def end_user_sessions(*, db: DbSession, user_id: int) -> int:
-    result = await db.execute(delete(Session).where(Session.user_id == user_id))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return await _rows_changed(db, delete(Session).where(Session.user_id == user_id))
 
 
 # --- sign-in requests -------------------------------------------------------------------------
@@ -210,7 +224,8 @@ async def consume_auth_request(
     if not state or len(state) > MAX_TOKEN_LENGTH:
         raise StateError("unknown")
     digest = hash_token(state)
-    result = await db.execute(
+    changed = await _rows_changed(
+        db,
         update(AuthRequest)
         .where(
             AuthRequest.state_hash == digest,
@@ -218,7 +233,7 @@ async def consume_auth_request(
             AuthRequest.used_at.is_(None),
             AuthRequest.expires_at > now,
         )
-        .values(used_at=now)
+        .values(used_at=now),
     )
     request = await db.scalar(
         select(AuthRequest)
@@ -227,7 +242,7 @@ async def consume_auth_request(
     )
     if request is None or request.kind != kind:
         raise StateError("unknown")
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if changed != 1:
         raise StateError("expired" if request.used_at is None else "used")
     return request
 
@@ -248,16 +263,17 @@ async def consume_handoff(
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return None
     digest = hash_token(raw)
-    result = await db.execute(
+    changed = await _rows_changed(
+        db,
         update(AuthRequest)
         .where(
             AuthRequest.handoff_hash == digest,
             AuthRequest.handoff_used_at.is_(None),
             AuthRequest.used_at > now - timedelta(seconds=max_age),
         )
-        .values(handoff_used_at=now)
+        .values(handoff_used_at=now),
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if changed != 1:
         return None
     return await db.scalar(select(AuthRequest).where(AuthRequest.handoff_hash == digest))
 
@@ -420,7 +436,8 @@ async def relink_transferred_user(
     if old_sub is None:
         return False
     other = aliased(User)
-    result = await db.execute(
+    changed = await _rows_changed(
+        db,
         update(User)
         .where(
             User.transfer_sub == transfer_sub,
@@ -428,9 +445,9 @@ async def relink_transferred_user(
             ~exists().where(other.sub == new_sub),
         )
         .values(sub=new_sub)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if changed != 1:
         return False
     await audit(
         db=db,
@@ -526,8 +543,7 @@ async def user_refresh_tokens(
 
 
 async def drop_apple_tokens(*, db: DbSession, user_id: int) -> int:
-    result = await db.execute(delete(AppleToken).where(AppleToken.user_id == user_id))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return await _rows_changed(db, delete(AppleToken).where(AppleToken.user_id == user_id))
 
 
 async def delete_user_data(*, db: DbSession, user: User) -> None:
@@ -627,16 +643,19 @@ async def consume_admin_login(*, db: DbSession, raw: str, now: datetime | None =
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return False
     now = now or utcnow()
-    result = await db.execute(
-        update(AdminLoginToken)
-        .where(
-            AdminLoginToken.token_hash == hash_token(raw),
-            AdminLoginToken.used_at.is_(None),
-            AdminLoginToken.expires_at > now,
+    return (
+        await _rows_changed(
+            db,
+            update(AdminLoginToken)
+            .where(
+                AdminLoginToken.token_hash == hash_token(raw),
+                AdminLoginToken.used_at.is_(None),
+                AdminLoginToken.expires_at > now,
+            )
+            .values(used_at=now),
         )
-        .values(used_at=now)
+        == 1
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def save_setting(
