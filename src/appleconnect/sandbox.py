@@ -25,10 +25,10 @@ from starlette.routing import Mount
 from appleconnect._logredact import install_log_redaction
 from appleconnect._serving import ServerLimits
 from appleconnect.server import Settings, create_app, load_settings, store
-from appleconnect.server.admin.runtime import stored_settings
 from appleconnect.server.commands import admin_login_url
 from appleconnect.server.db import create_engine, migrate, session_factory
 from appleconnect.server.files import private_dir, private_file
+from appleconnect.server.live_settings import stored_settings
 from appleconnect.server.security import load_encryptor
 from appleconnect.server.settings import ENV_PREFIX, Secret, SettingsError
 
@@ -45,7 +45,7 @@ __all__ = [
 APPLE_PREFIX = "/apple"
 DEMO_KEY_FILE = "demo-api-key.txt"
 
-log = logging.getLogger("appleconnect.sandbox")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Sandbox:
     """The combined app and what it is made of (tests reach into ``emulator``).
 
     ``settings`` are the start-up settings; the ones in force, after any change made in the
-    admin panel, are ``service_app.state.service.settings``.
+    admin panel, are ``service_app.state.container.settings``.
     """
 
     app: Starlette

@@ -81,7 +81,7 @@ async def sign_in(data_dir: Path, config: Path, base_url: str, account: str) -> 
     """One native sign-in through the team's service (``/api/apple_connect``)."""
     app = create_app(load_settings(data_dir=data_dir, config=config, environ={}))
     async with app.router.lifespan_context(app):
-        async with app.state.service.sessions() as db:
+        async with app.state.container.sessions() as db:
             key = await store.create_api_key(db=db, name="tests")
             await db.commit()
         transport = httpx.ASGITransport(app=app)

@@ -42,7 +42,7 @@ class Env:
 
     @property
     def service(self) -> Any:
-        return self.sandbox.service_app.state.service
+        return self.sandbox.service_app.state.container
 
     async def consent(
         self,
@@ -107,7 +107,7 @@ async def open_env(data_dir: Path, overrides: Mapping[str, Any]) -> AsyncIterato
         http = await stack.enter_async_context(
             httpx.AsyncClient(transport=sandbox.transport, base_url=PUBLIC_URL)
         )
-        service = sandbox.service_app.state.service
+        service = sandbox.service_app.state.container
         async with service.sessions() as db:
             key = await store.create_api_key(db=db, name="tests")
             await db.commit()

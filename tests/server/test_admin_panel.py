@@ -11,13 +11,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from markupsafe import escape
 from server_helpers import PUBLIC_URL, Env
 from sqlalchemy import select
 
+from appleconnect import InvalidClient
 from appleconnect.sandbox import build_sandbox_app
 from appleconnect.server import Settings, store
 from appleconnect.server.admin import auth as admin_auth
-from appleconnect.server.admin.runtime import Runtime
+from appleconnect.server.live_settings import LiveSettings
 from appleconnect.server.models import AuditEvent, SettingValue, User
 
 MARIA = "maria.ruiz@example.com"
@@ -133,7 +135,7 @@ async def test_a_change_reaches_another_process_through_the_version_stamp(
     csrf = await login(env)
     # A second "process": another runtime and service over the same database, from the same
     # start settings.
-    other = Runtime(base=env.sandbox.settings)
+    other = LiveSettings(base=env.sandbox.settings)
     other.interval = 0.0
     other_service = dataclasses.replace(env.service, settings=env.sandbox.settings)
     await other.refresh(other_service)
@@ -232,7 +234,11 @@ async def test_verify_settings_passes_then_fails_with_a_wrong_key_id(env: Env) -
     failed = await env.http.post("/admin/verify", data={"csrf": csrf})
     assert "Verification failed" in failed.text
     assert "invalid_client" in failed.text
-    assert failed.text.index("Key ID do not belong together") < failed.text.index("Team ID is not")
+    # The causes are the library's own list (InvalidClient.likely_causes), all of them, in order.
+    shown = [str(escape(cause)) for cause in InvalidClient.likely_causes]
+    assert len(shown) == 6
+    positions = [failed.text.index(cause) for cause in shown]
+    assert positions == sorted(positions)
     results = await events(env, "admin.settings_verified")
     assert [("true" in e.detail) for e in results] == [True, False]
 

@@ -117,7 +117,7 @@ async def sign_in(data_dir: Path, config: Path, base_url: str, app_id: str) -> N
     """Team A's service signs each account in through ``apple_connect`` (native flow)."""
     app = create_app(load_settings(data_dir=data_dir, config=config, environ={}))
     async with app.router.lifespan_context(app):
-        async with app.state.service.sessions() as db:
+        async with app.state.container.sessions() as db:
             key = await store.create_api_key(db=db, name="tests")
             await db.commit()
         transport = httpx.ASGITransport(app=app)

@@ -55,7 +55,7 @@ async def test_new_user_gets_one_welcome_email(tmp_path: Path, smtp: bool) -> No
             http = await stack.enter_async_context(
                 httpx.AsyncClient(transport=sandbox.transport, base_url=PUBLIC_URL)
             )
-            service = sandbox.service_app.state.service
+            service = sandbox.service_app.state.container
             async with service.sessions() as db:
                 key = await store.create_api_key(db=db, name="t")
                 await db.commit()

@@ -66,13 +66,13 @@ async def instances(
         apps = [create_app(settings), create_app(settings)]
         for app in apps:
             await stack.enter_async_context(app.router.lifespan_context(app))
-        service = apps[0].state.service
+        service = apps[0].state.container
         async with service.sessions() as db:
             key = await store.create_api_key(db=db, name="tests")
             await db.commit()
         found = Instances(apps, stack, key)
         for app in apps:
-            app.state.service.limiter.clock = lambda: found.now
+            app.state.container.limiter.clock = lambda: found.now
         yield found
 
 

@@ -14,9 +14,9 @@ from server_helpers import PUBLIC_URL, Env
 from sqlalchemy import func, select
 
 from appleconnect.server import Settings, create_app, store
+from appleconnect.server.container import close_container, open_container
 from appleconnect.server.models import User
 from appleconnect.server.settings import Secret
-from appleconnect.server.signin import close_service, open_service
 from appleconnect.server.transfer import export_transfer_subs, import_transfer_subs
 
 MARIA = "maria.ruiz@example.com"
@@ -103,13 +103,13 @@ async def test_export_then_import_and_sign_in_rekey_users_to_the_new_team(env: E
         assert linked[ids[LI]].sub == li_b["id_token"]["sub"]
 
         # Recipient team: the import re-keys Maria; Li is already on her new sub.
-        service_b = await open_service(
+        service_b = await open_container(
             recipient_settings(env, team), apple_transport=env.sandbox.transport
         )
         try:
             imported = await import_transfer_subs(service=service_b)
         finally:
-            await close_service(service_b)
+            await close_container(service_b)
         assert (imported.done, imported.unchanged, imported.failed) == (1, 1, {})
         rekeyed = await users(env)
         assert rekeyed[ids[MARIA]].sub == state.sub_for(maria_account.id, TEAM_B)

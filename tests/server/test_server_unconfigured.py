@@ -41,7 +41,7 @@ class Unconfigured:
 
     @property
     def service(self) -> Any:
-        return self.sandbox.service_app.state.service
+        return self.sandbox.service_app.state.container
 
 
 @pytest.fixture

@@ -15,13 +15,12 @@ import httpx
 from fastapi import FastAPI
 
 from . import error_handlers
-from .admin.buttons import router as buttons_router
 from .admin.panel import router as admin_router
-from .admin.runtime import Runtime
+from .container import close_container, open_container
+from .live_settings import LiveSettings
 from .middleware import BodyLimit, NotConfiguredGate, SettingsMiddleware
-from .routes import api, home, notifications, web
+from .routes import api, buttons, home, notifications, web
 from .settings import Settings
-from .signin import close_service, open_service
 
 __all__ = ["create_app"]
 
@@ -42,25 +41,26 @@ def create_app(
     Apple settings (redirect URI, client ids, credentials) take effect in this process,
     including the first time the stored ones are applied after start.
 
-    ``settings`` are the ones the process starts with; routes read ``Service.settings``, which
-    the admin panel replaces with a new object when it changes a setting.
+    ``settings`` are the ones the process starts with; routes read
+    ``ServiceContainer.settings``, which the admin panel replaces with a new object when it
+    changes a setting.
     """
     # Apple credentials may be missing: the admin panel can provide them later (NotConfiguredGate).
     settings.validate(apple=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await open_service(
+        service = await open_container(
             settings,
             apple_transport=apple_transport,
             outbound_transport=outbound_transport,
             migrate_on_start=migrate_on_start,
         )
-        app.state.service = service
+        app.state.container = service
         try:
             yield
         finally:
-            await close_service(service)
+            await close_container(service)
 
     app = FastAPI(
         title="Apple Connect",
@@ -70,7 +70,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.admin_runtime = Runtime(
+    app.state.live_settings = LiveSettings(
         base=settings,
         apple_transport=apple_transport,
         on_apple_settings_changed=on_apple_settings_changed,
@@ -78,11 +78,11 @@ def create_app(
     for router in (api.router, home.router, web.router, notifications.router):
         app.include_router(router)
     app.include_router(admin_router)
-    app.include_router(buttons_router)
+    app.include_router(buttons.router)
     error_handlers.install(app)
     # The last added runs first: settings changed in the panel apply before the gate looks at
     # them, and the gate answers before a body is read.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(NotConfiguredGate)
-    app.add_middleware(SettingsMiddleware, runtime=app.state.admin_runtime)
+    app.add_middleware(SettingsMiddleware, live=app.state.live_settings)
     return app

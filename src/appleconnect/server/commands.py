@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 import click
 
 from . import store
-from .admin.runtime import stored_settings
+from .container import close_container, open_container
 from .db import DbSession, create_engine, current_revision, migrate, session_factory
+from .live_settings import stored_settings
 from .security import load_encryptor
 from .settings import Settings, SettingsError, load_settings
-from .signin import close_service, delete_account, open_service
+from .signin import delete_account
 from .transfer import export_transfer_subs, import_transfer_subs
 from .users import user_json
 
@@ -217,11 +218,11 @@ async def users_delete(ref: str, yes: bool, data_dir: Path, config: Path | None)
         await _with_db(settings, delete_only)
         click.echo(f"deleted user {user.id}; tokens NOT revoked at Apple (no credentials)")
         return
-    service = await open_service(settings)
+    service = await open_container(settings)
     try:
         report = await delete_account(service=service, user_id=user.id, actor="cli")
     finally:
-        await close_service(service)
+        await close_container(service)
     click.echo(
         f"deleted user {user.id}; revoked at Apple for {report.revoked or 'nothing'}"
         + (f"; revocation FAILED for {report.revoke_failed}" if report.revoke_failed else "")
@@ -243,7 +244,7 @@ async def users_migrate(
         raise click.BadParameter("export needs --target-team-id", param_hint="--target-team-id")
     settings = await _effective_settings(_settings(data_dir, config))
     settings.validate()
-    service = await open_service(settings)
+    service = await open_container(settings)
     try:
         if direction == "export":
             assert target_team_id is not None
@@ -251,7 +252,7 @@ async def users_migrate(
         else:
             report = await import_transfer_subs(service=service)
     finally:
-        await close_service(service)
+        await close_container(service)
     for user_id, reason in report.failed.items():
         click.echo(f"user {user_id}: {reason}", err=True)
     click.echo(

@@ -1,6 +1,6 @@
 """The FastAPI dependencies of the service's routes, all in one place.
 
-A route declares what it needs as a parameter, ``service: ServiceDep`` or ``user: CurrentUser``,
+A route declares what it needs as a parameter, ``service: ContainerDep`` or ``user: CurrentUser``,
 and FastAPI computes it once per request, in the order the parameters are declared; a
 dependency that refuses the request raises (:class:`.errors.ServiceError` for the API and the
 sign-in pages, :class:`.errors.AdminRequired` or :class:`.errors.Forbidden` for the admin
@@ -25,28 +25,28 @@ from starlette.requests import Request
 
 from . import store
 from .admin import auth
-from .admin.runtime import Runtime
+from .container import ServiceContainer
 from .errors import AdminRequired, Forbidden, ServiceError
+from .live_settings import LiveSettings
 from .models import User
 from .params import API_KEY_HEADER, api_key_of, bearer_or_param, read_params
 from .ratelimit import rate_limited
 from .settings import Settings
-from .signin import Service
 
 __all__ = [
     "AdminForm",
     "AdminFormWithFile",
     "AdminSession",
     "ApiKey",
+    "ContainerDep",
     "CurrentSettings",
     "CurrentUser",
     "IpLimit",
+    "LiveSettingsDep",
     "Params",
-    "RuntimeDep",
-    "ServiceDep",
     "SessionToken",
     "client_host",
-    "get_service",
+    "get_container",
     "user_of_session",
 ]
 
@@ -56,16 +56,16 @@ ADMIN_FORM_FIELDS = 40
 # --- the service ---------------------------------------------------------------------------
 
 
-def get_service(request: Request) -> Service:
+def get_container(request: Request) -> ServiceContainer:
     """The service container the lifespan built for this app."""
-    service: Service = request.app.state.service
+    service: ServiceContainer = request.app.state.container
     return service
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+ContainerDep = Annotated[ServiceContainer, Depends(get_container)]
 
 
-def current_settings(service: ServiceDep) -> Settings:
+def current_settings(service: ContainerDep) -> Settings:
     """The settings in force now: the admin panel swaps in a new object when it changes one."""
     return service.settings
 
@@ -73,13 +73,13 @@ def current_settings(service: ServiceDep) -> Settings:
 CurrentSettings = Annotated[Settings, Depends(current_settings)]
 
 
-def get_runtime(request: Request) -> Runtime:
-    """What the process started with and what the admin panel stored (see :mod:`.admin.runtime`)."""
-    runtime: Runtime = request.app.state.admin_runtime
+def get_live_settings(request: Request) -> LiveSettings:
+    """What the process started with and what the admin panel stored (:mod:`.live_settings`)."""
+    runtime: LiveSettings = request.app.state.live_settings
     return runtime
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+LiveSettingsDep = Annotated[LiveSettings, Depends(get_live_settings)]
 
 
 async def get_params(request: Request) -> dict[str, str]:
@@ -137,7 +137,7 @@ def client_host(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def limit_ip(request: Request, service: ServiceDep) -> None:
+async def limit_ip(request: Request, service: ContainerDep) -> None:
     """Count the request against its client IP (shared by all processes), or raise 429."""
     host = client_host(request)
     if service.limiter.ip_bucket(host) is None:
@@ -154,7 +154,7 @@ IpLimit = Annotated[None, Depends(limit_ip)]
 
 async def require_api_key(
     request: Request,
-    service: ServiceDep,
+    service: ContainerDep,
     values: Params,
     _header: _KeyHeader,
     _parameter: _KeyParameter,
@@ -210,7 +210,7 @@ def session_token(
 SessionToken = Annotated[str, Depends(session_token)]
 
 
-async def user_of_session(service: Service, token: str) -> User:
+async def user_of_session(service: ServiceContainer, token: str) -> User:
     """The user a session token belongs to, or ``invalid_cookie`` (401)."""
     async with service.sessions() as db:
         user = await store.session_user(db=db, raw=token)
@@ -224,7 +224,7 @@ async def user_of_session(service: Service, token: str) -> User:
     return user
 
 
-async def current_user(service: ServiceDep, token: SessionToken) -> User:
+async def current_user(service: ContainerDep, token: SessionToken) -> User:
     return await user_of_session(service, token)
 
 
@@ -234,7 +234,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 # --- the admin panel -----------------------------------------------------------------------
 
 
-async def admin_session(request: Request, service: ServiceDep) -> str:
+async def admin_session(request: Request, service: ContainerDep) -> str:
     """The admin session token from its cookie, or :class:`AdminRequired`; also makes the
     session's CSRF token available to the page (``request.state.admin_csrf``)."""
     raw = request.cookies.get(auth.ADMIN_COOKIE, "")

@@ -25,7 +25,7 @@ from markupsafe import Markup
 
 from appleconnect.buttons import ButtonParamsError, ButtonSpec
 
-from .admin.buttons import button_markup
+from .embedding import button_markup
 
 __all__ = ["ButtonParamsError", "install", "sign_in_with_apple"]
 

@@ -22,7 +22,7 @@ from .settings import Settings
 
 __all__ = ["deliver_pending", "queue_welcome"]
 
-log = logging.getLogger("appleconnect.server.mail")
+log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 
 

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .admin.runtime import Runtime
+from .container import ServiceContainer
 from .error_handlers import error_response
 from .errors import ServiceError, error_body
-from .signin import Service
+from .live_settings import LiveSettings
 
 __all__ = ["NOT_CONFIGURED_PATHS", "BodyLimit", "NotConfiguredGate", "SettingsMiddleware"]
 
@@ -75,7 +75,7 @@ class NotConfiguredGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(NOT_CONFIGURED_PATHS):
-            service: Service | None = getattr(scope["app"].state, "service", None)
+            service: ServiceContainer | None = getattr(scope["app"].state, "container", None)
             if service is not None and service.apple.missing:
                 error = ServiceError(
                     "not_configured",
@@ -91,13 +91,13 @@ class NotConfiguredGate:
 class SettingsMiddleware:
     """Before each request, apply settings that another process (or this one) changed."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+    def __init__(self, app: ASGIApp, live: LiveSettings) -> None:
         self.app = app
-        self.runtime = runtime
+        self.live = live
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            service: Service | None = getattr(scope["app"].state, "service", None)
+            service: ServiceContainer | None = getattr(scope["app"].state, "container", None)
             if service is not None:
-                await self.runtime.refresh(service)
+                await self.live.refresh(service)
         await self.app(scope, receive, send)

@@ -8,18 +8,13 @@ the session written, in one transaction.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-
-import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from appleconnect import (
     AppleConnectError,
@@ -36,104 +31,16 @@ from appleconnect import (
 from appleconnect._doctor import decode_unverified
 
 from . import store
-from .apple import AppleGateway, TokenResult
-from .db import DbSession, create_engine, migrate, session_factory
+from .apple import TokenResult
+from .container import ServiceContainer
 from .errors import ServiceError
 from .mail import deliver_pending, queue_welcome
 from .models import User, utcnow
-from .ratelimit import RateLimiter
-from .security import Encryptor, load_encryptor
-from .settings import Settings
 
-log = logging.getLogger("appleconnect.server")
+log = logging.getLogger(__name__)
 
 APPLE_RETRY_AFTER = 30
 """Seconds in ``Retry-After`` when Apple could not be reached (its keys aside)."""
-
-
-@dataclass
-class Service:
-    """What the routes need, built once per app by the lifespan."""
-
-    settings: Settings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[DbSession]
-    apple: AppleGateway
-    encryptor: Encryptor
-    outbound: httpx.AsyncClient
-    limiter: RateLimiter
-    background: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    def spawn(self, coro: Any) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
-
-async def open_service(
-    settings: Settings,
-    *,
-    apple_transport: httpx.AsyncBaseTransport | None = None,
-    outbound_transport: httpx.AsyncBaseTransport | None = None,
-    migrate_on_start: bool = True,
-) -> Service:
-    """Open the database (migrating it), the key, and the clients; close with close_service."""
-    engine = create_engine(settings)
-    try:
-        if migrate_on_start:
-            await migrate(engine)
-        sessions = session_factory(engine)
-        encryptor = load_encryptor(settings)
-        private_key = settings.private_key_pem()
-        if not private_key and not settings.client_secret:
-            async with sessions() as db:
-                private_key = (
-                    await store.load_setting(db=db, encryptor=encryptor, key="private_key") or ""
-                )
-        gateway = AppleGateway(settings, private_key_pem=private_key, transport=apple_transport)
-    except BaseException:
-        await engine.dispose()
-        raise
-    outbound = httpx.AsyncClient(transport=outbound_transport, timeout=10.0)
-    service = Service(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        apple=gateway,
-        encryptor=encryptor,
-        outbound=outbound,
-        limiter=RateLimiter(settings, time.time),
-    )
-    async with sessions() as db:
-        await store.purge_expired(db=db)
-        await db.commit()
-    service.spawn(_housekeeping(service))
-    return service
-
-
-HOUSEKEEPING_INTERVAL = 3600.0
-
-
-async def _housekeeping(service: Service) -> None:
-    """Purge expired rows (sessions, sign-in requests, rate-limit counters) every hour."""
-    while True:
-        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-        try:
-            async with service.sessions() as db:
-                await store.purge_expired(db=db)
-                await db.commit()
-        except Exception:  # a database hiccup must not end the loop
-            log.exception("housekeeping failed")
-
-
-async def close_service(service: Service) -> None:
-    tasks = list(service.background)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await service.outbound.aclose()
-    await service.apple.aclose()
-    await service.engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -209,7 +116,11 @@ def apple_failure(exc: AppleConnectError, *, during: str) -> ServiceError:
 
 
 async def save_first_login_name(
-    *, service: Service, id_token_hint: str | None, first_name: str | None, last_name: str | None
+    *,
+    service: ServiceContainer,
+    id_token_hint: str | None,
+    first_name: str | None,
+    last_name: str | None,
 ) -> None:
     """Persist the first-login name keyed by the (not yet verified) ``sub``, committed now.
 
@@ -226,7 +137,7 @@ async def save_first_login_name(
 
 async def sign_in_with_code(
     *,
-    service: Service,
+    service: ServiceContainer,
     code: str,
     client_id: str,
     redirect_uri: str | None,
@@ -289,7 +200,7 @@ async def sign_in_with_code(
 
 async def _record_sign_in(
     *,
-    service: Service,
+    service: ServiceContainer,
     verified: IdentityToken,
     client_id: str,
     refresh_token: str | None,
@@ -342,7 +253,9 @@ async def _record_sign_in(
     )
 
 
-async def sign_in_with_refresh_token(*, service: Service, refresh_token: str) -> SignInResult:
+async def sign_in_with_refresh_token(
+    *, service: ServiceContainer, refresh_token: str
+) -> SignInResult:
     """Validate a stored refresh token with Apple, at most once per interval, and open a session.
 
     Apple throttles validation more often than once a day
@@ -423,7 +336,7 @@ class DeletionReport:
     sessions_ended: int
 
 
-async def delete_account(*, service: Service, user_id: int, actor: str) -> DeletionReport:
+async def delete_account(*, service: ServiceContainer, user_id: int, actor: str) -> DeletionReport:
     """Revoke the user's Apple tokens, then delete their data, and record both
     (docs/pitfalls.md#pitfall-revocation-on-deletion)."""
     async with service.sessions() as db:
@@ -461,7 +374,7 @@ async def delete_account(*, service: Service, user_id: int, actor: str) -> Delet
     return DeletionReport(revoked=revoked, revoke_failed=failed, sessions_ended=ended)
 
 
-async def handle_notification(*, service: Service, body: bytes) -> tuple[str, bool]:
+async def handle_notification(*, service: ServiceContainer, body: bytes) -> tuple[str, bool]:
     """Verify, de-duplicate and apply a server-to-server notification.
 
     Returns ``(type, applied)``; ``applied`` is ``False`` for a duplicate ``jti``.

@@ -18,13 +18,13 @@ from sqlalchemy import select
 from appleconnect import AppleConnectError, AsyncAppleClient
 
 from . import store
+from .container import ServiceContainer
 from .db import DbSession
 from .models import User
-from .signin import Service
 
 __all__ = ["TransferReport", "export_transfer_subs", "import_transfer_subs"]
 
-log = logging.getLogger("appleconnect.server")
+log = logging.getLogger(__name__)
 _BATCH = 200
 
 
@@ -38,7 +38,7 @@ class TransferReport:
 
 
 async def _each_user(
-    service: Service,
+    service: ServiceContainer,
     only_transferred: bool,
     step: Callable[[DbSession, User], Awaitable[bool]],
 ) -> TransferReport:
@@ -72,11 +72,11 @@ async def _each_user(
                 report.unchanged += 1
 
 
-def _client(service: Service) -> AsyncAppleClient:
+def _client(service: ServiceContainer) -> AsyncAppleClient:
     return service.apple.client(service.settings.client_id)
 
 
-async def export_transfer_subs(*, service: Service, target_team_id: str) -> TransferReport:
+async def export_transfer_subs(*, service: ServiceContainer, target_team_id: str) -> TransferReport:
     """Sending team: store each user's ``transfer_sub`` for ``target_team_id``."""
     client = _client(service)
 
@@ -97,7 +97,7 @@ async def export_transfer_subs(*, service: Service, target_team_id: str) -> Tran
     return await _each_user(service, False, step)
 
 
-async def import_transfer_subs(*, service: Service) -> TransferReport:
+async def import_transfer_subs(*, service: ServiceContainer) -> TransferReport:
     """Recipient team: re-key each user with a ``transfer_sub`` to their ``sub`` in this team."""
     client = _client(service)
 

@@ -22,9 +22,9 @@ from appleconnect._doctor import (
 )
 from appleconnect._secret import load_private_key, validate_client_id, validate_team_or_key_id
 
-from ..deps import AdminFormWithFile, AdminSession, get_runtime, get_service
+from ..container import ServiceContainer
+from ..deps import AdminFormWithFile, AdminSession, get_container, get_live_settings
 from ..settings import Secret, Settings, SettingsError
-from ..signin import Service
 from .pages import form_text, page, save_settings
 
 __all__ = ["key_facts", "router", "secret_facts"]
@@ -49,7 +49,7 @@ def key_facts(pem: str) -> dict[str, str] | None:
     return {"fingerprint": fingerprint, "curve": "P-256 (secp256r1)", "error": ""}
 
 
-def secret_facts(service: Service, settings: Settings) -> dict[str, Any]:
+def secret_facts(service: ServiceContainer, settings: Settings) -> dict[str, Any]:
     """How the client secret is made and when the current one expires."""
     now = time.time()
     if settings.client_secret:
@@ -75,14 +75,14 @@ def secret_facts(service: Service, settings: Settings) -> dict[str, Any]:
 
 
 def _apple_context(request: Request) -> dict[str, Any]:
-    service = get_service(request)
+    service = get_container(request)
     s = service.settings
     try:
         pem = s.private_key_pem()
     except SettingsError:
         pem = ""
     return {
-        "rt": get_runtime(request),
+        "live": get_live_settings(request),
         "key": key_facts(pem),
         "secret": secret_facts(service, s),
         "redirect_strict_problem": redirect_uri_problem(s.effective_redirect_uri),
@@ -254,7 +254,7 @@ async def _read_key_upload(form: FormData) -> tuple[str, str | None]:
 
 @router.post("/apple")
 async def apple_save(request: Request, form: AdminFormWithFile) -> Response:
-    s = get_service(request).settings
+    s = get_container(request).settings
     submitted = _AppleForm.read(form)
     submitted.check_redirect_uri(s.sandbox)
     submitted.check_ids()
@@ -264,7 +264,7 @@ async def apple_save(request: Request, form: AdminFormWithFile) -> Response:
     if not submitted.errors:
         changes = submitted.changes(s)
         try:
-            get_runtime(request).candidate(changes)
+            get_live_settings(request).candidate(changes)
         except SettingsError as exc:
             submitted.errors["form"] = str(exc)
     if submitted.errors:

@@ -12,8 +12,8 @@ from starlette.requests import Request
 
 from appleconnect.buttons import LOCALES
 
-from ..deps import AdminForm, AdminSession, get_runtime, get_service
-from .buttons import BUTTON_FIELDS, SnippetOptions, snippets
+from ..deps import AdminForm, AdminSession, get_container, get_live_settings
+from ..embedding import BUTTON_FIELDS, SnippetOptions, snippets
 from .pages import form_text, page, save_settings
 
 __all__ = ["parse_origins", "router"]
@@ -43,15 +43,15 @@ def parse_origins(text: str) -> tuple[tuple[str, ...], str | None]:
 
 
 def _embed_context(request: Request, options: SnippetOptions) -> dict[str, Any]:
-    rt = get_runtime(request)
+    live = get_live_settings(request)
     return {
         "options": options,
         "fields": BUTTON_FIELDS,
         "locales": LOCALES,
-        "snippets": snippets(get_service(request).settings.public_url, options),
+        "snippets": snippets(get_container(request).settings.public_url, options),
         "preview_url": options.image_url(""),
-        "origins": rt.allowed_origins,
-        "origins_text": "\n".join(rt.allowed_origins),
+        "origins": live.allowed_origins,
+        "origins_text": "\n".join(live.allowed_origins),
         "origins_error": None,
         "query": urlencode(options.query()),
     }

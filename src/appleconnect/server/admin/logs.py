@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from starlette.requests import Request
 
 from .. import store
-from ..deps import AdminSession, ServiceDep
+from ..deps import AdminSession, ContainerDep
 from .pages import page
 
 __all__ = ["NOTIFICATION_EVENTS", "router"]
@@ -26,7 +26,7 @@ NOTIFICATION_EVENTS = (
 
 @router.get("/audit")
 async def audit_page(
-    request: Request, _admin: AdminSession, service: ServiceDep, sub: str = ""
+    request: Request, _admin: AdminSession, service: ContainerDep, sub: str = ""
 ) -> Response:
     sub = sub[:255]
     async with service.sessions() as db:
@@ -36,7 +36,7 @@ async def audit_page(
 
 @router.get("/notifications")
 async def notifications_page(
-    request: Request, _admin: AdminSession, service: ServiceDep
+    request: Request, _admin: AdminSession, service: ContainerDep
 ) -> Response:
     async with service.sessions() as db:
         events = await store.recent_audit_events(
@@ -46,7 +46,7 @@ async def notifications_page(
 
 
 @router.get("/outbox")
-async def outbox_page(request: Request, _admin: AdminSession, service: ServiceDep) -> Response:
+async def outbox_page(request: Request, _admin: AdminSession, service: ContainerDep) -> Response:
     async with service.sessions() as db:
         mails = await store.recent_mails(db=db, limit=LIMIT)
     return page(request, "outbox.html", {"mails": mails})

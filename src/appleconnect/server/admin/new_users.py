@@ -12,11 +12,11 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
-from ..deps import AdminForm, AdminSession, ServiceDep, get_runtime, get_service
+from ..container import ServiceContainer
+from ..deps import AdminForm, AdminSession, ContainerDep, get_container, get_live_settings
 from ..mail import _send
 from ..models import OutboxMail, utcnow
 from ..settings import Secret, Settings, SettingsError
-from ..signin import Service
 from .pages import audit, form_text, page, save_settings
 
 __all__ = ["router", "send_test_email"]
@@ -25,9 +25,9 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 
 
 def _import_context(request: Request) -> dict[str, Any]:
-    s = get_service(request).settings
+    s = get_container(request).settings
     return {
-        "rt": get_runtime(request),
+        "live": get_live_settings(request),
         "errors": {},
         "values": {
             "default_role": s.default_role,
@@ -90,7 +90,7 @@ def _changes(values: dict[str, Any], form: FormData, s: Settings) -> dict[str, A
 
 
 @router.post("/import")
-async def import_save(request: Request, form: AdminForm, service: ServiceDep) -> Response:
+async def import_save(request: Request, form: AdminForm, service: ContainerDep) -> Response:
     s = service.settings
     values = _read(form)
     errors = _problems(values, s)
@@ -98,7 +98,7 @@ async def import_save(request: Request, form: AdminForm, service: ServiceDep) ->
     if not errors:
         changes = _changes(values, form, s)
         try:
-            get_runtime(request).candidate(changes)
+            get_live_settings(request).candidate(changes)
         except SettingsError as exc:
             errors["form"] = str(exc)
     if errors:
@@ -110,7 +110,9 @@ async def import_save(request: Request, form: AdminForm, service: ServiceDep) ->
     return RedirectResponse("/admin/import?done=saved", status_code=303)
 
 
-async def send_test_email(service: Service, settings: Settings, to: str) -> tuple[bool, str]:
+async def send_test_email(
+    service: ServiceContainer, settings: Settings, to: str
+) -> tuple[bool, str]:
     """Send one test message now; without an SMTP host it goes to the outbox."""
     mail = OutboxMail(
         to_address=to,
@@ -135,7 +137,7 @@ async def send_test_email(service: Service, settings: Settings, to: str) -> tupl
 
 
 @router.post("/import/test-email")
-async def test_email(request: Request, form: AdminForm, service: ServiceDep) -> Response:
+async def test_email(request: Request, form: AdminForm, service: ContainerDep) -> Response:
     to = form_text(form, "to", 320)
     context = _import_context(request)
     if "@" not in to or any(c.isspace() for c in to):

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from starlette.requests import Request
 
 from .. import store
-from ..deps import AdminSession, ServiceDep
+from ..deps import AdminSession, ContainerDep
 from .apple import secret_facts
 from .pages import page
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 
 @router.get("")
 @router.get("/")
-async def overview(request: Request, _admin: AdminSession, service: ServiceDep) -> Response:
+async def overview(request: Request, _admin: AdminSession, service: ContainerDep) -> Response:
     async with service.sessions() as db:
         users = await store.count_users(db=db)
         keys = len([k for k in await store.list_api_keys(db=db) if k.revoked_at is None])

@@ -14,10 +14,9 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
-from .. import store
-from ..deps import get_runtime, get_service
+from .. import live_settings, store
+from ..deps import get_container, get_live_settings
 from ..settings import Secret
-from . import runtime
 
 __all__ = ["MESSAGES", "audit", "form_text", "page", "save_settings", "templates"]
 
@@ -49,7 +48,7 @@ def page(
 ) -> HTMLResponse:
     """Render an admin page with the things every page needs (CSRF token, nonce, mode)."""
     nonce = secrets.token_urlsafe(12)
-    service = get_service(request)
+    service = get_container(request)
     settings = service.settings
     response = templates.TemplateResponse(
         request,
@@ -90,7 +89,7 @@ async def audit(
     request: Request, event: str, *, sub: str | None = None, detail: Mapping[str, Any]
 ) -> None:
     """Record an admin action in the audit log, in a transaction of its own."""
-    async with get_service(request).sessions() as db:
+    async with get_container(request).sessions() as db:
         await store.audit(db=db, event=event, actor="admin", sub=sub, detail=detail)
         await db.commit()
 
@@ -100,15 +99,15 @@ async def save_settings(
 ) -> None:
     """Store settings, apply them in this process now, and record the change (names only for
     secrets)."""
-    service = get_service(request)
-    rt = get_runtime(request)
+    service = get_container(request)
+    live = get_live_settings(request)
     shown = {
-        k: ("(secret)" if runtime.EDITABLE.get(k, False) else v)
+        k: ("(secret)" if live_settings.EDITABLE.get(k, False) else v)
         for k, v in changes.items()
         if not isinstance(v, Secret) or k != "client_secret" or v
     }
     async with service.sessions() as db:
-        await runtime.save(db=db, encryptor=service.encryptor, changes=changes, remove=remove)
+        await live_settings.save(db=db, encryptor=service.encryptor, changes=changes, remove=remove)
         await store.audit(
             db=db,
             event=event,
@@ -116,4 +115,4 @@ async def save_settings(
             detail={"changed": shown, "reset": list(remove)},
         )
         await db.commit()
-    await rt.refresh(service, force=True)
+    await live.refresh(service, force=True)

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.requests import Request
 
 from .. import store
-from ..deps import AdminForm, ServiceDep, admin_same_origin
+from ..deps import AdminForm, ContainerDep, admin_same_origin
 from . import auth
 from .pages import page
 
@@ -31,7 +31,7 @@ async def login_page(request: Request, token: str = "") -> Response:
 @router.post("/login")
 async def login(
     request: Request,
-    service: ServiceDep,
+    service: ContainerDep,
     _origin: Annotated[None, Depends(admin_same_origin)],
 ) -> Response:
     settings = service.settings
@@ -58,7 +58,7 @@ async def login(
 
 
 @router.post("/logout")
-async def logout(request: Request, service: ServiceDep, _form: AdminForm) -> Response:
+async def logout(request: Request, service: ContainerDep, _form: AdminForm) -> Response:
     raw = request.cookies.get(auth.ADMIN_COOKIE, "")
     async with service.sessions() as db:
         await auth.end_admin_session(db=db, raw=raw)

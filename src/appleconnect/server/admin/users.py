@@ -7,7 +7,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.requests import Request
 
 from .. import store
-from ..deps import AdminForm, AdminSession, ServiceDep
+from ..deps import AdminForm, AdminSession, ContainerDep
 from ..errors import ServiceError
 from ..signin import delete_account
 from .pages import form_text, page
@@ -21,7 +21,7 @@ PAGE_SIZE = 100
 
 @router.get("/users")
 async def users_page(
-    request: Request, _admin: AdminSession, service: ServiceDep, q: str = ""
+    request: Request, _admin: AdminSession, service: ContainerDep, q: str = ""
 ) -> Response:
     q = q.strip()[:200]
     async with service.sessions() as db:
@@ -31,7 +31,7 @@ async def users_page(
 
 @router.post("/users/{user_id}/role")
 async def change_role(
-    request: Request, form: AdminForm, service: ServiceDep, user_id: int
+    request: Request, form: AdminForm, service: ContainerDep, user_id: int
 ) -> Response:
     role = form_text(form, "role", 64)
     if role not in service.settings.roles:
@@ -54,7 +54,7 @@ async def change_role(
 
 @router.post("/users/{user_id}/delete")
 async def delete_user(
-    request: Request, _form: AdminForm, service: ServiceDep, user_id: int
+    request: Request, _form: AdminForm, service: ContainerDep, user_id: int
 ) -> Response:
     try:
         report = await delete_account(service=service, user_id=user_id, actor="admin")

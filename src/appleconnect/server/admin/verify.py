@@ -14,26 +14,14 @@ from starlette.requests import Request
 from appleconnect import AppleConnectError, AppleUnavailable, InvalidClient, InvalidGrant
 from appleconnect._doctor import Check, run_checks
 
-from ..deps import AdminForm, AdminSession, ServiceDep
+from ..container import ServiceContainer
+from ..deps import AdminForm, AdminSession, ContainerDep
 from ..settings import Settings, SettingsError
-from ..signin import Service
 from .pages import audit, page
 
-__all__ = ["INVALID_CLIENT_CAUSES", "router", "verify_settings"]
+__all__ = ["router", "verify_settings"]
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
-
-# The usual causes of invalid_client, most likely first (docs/pitfalls.md#pitfall-invalid-client).
-INVALID_CLIENT_CAUSES = (
-    "The private key and the Key ID do not belong together (with several keys in one account, "
-    "the .p8 file of one key and the Key ID of another is the most common mistake).",
-    "The Team ID is not the team that owns the key (it is the 10 characters at the top right "
-    "of the developer account, not an App ID prefix of another team).",
-    "The Client ID is the App ID where the web flow needs the Services ID (or the other way "
-    "round), or it differs in case from the registered identifier.",
-    "The client secret has expired (at most six months) or was pasted incompletely.",
-    "The server's clock is wrong, so the secret looks issued in the future or already expired.",
-)
 
 
 def _offline_checks(settings: Settings) -> list[Check]:
@@ -56,7 +44,7 @@ def _offline_checks(settings: Settings) -> list[Check]:
     return offline
 
 
-async def _live_check(service: Service, settings: Settings) -> dict[str, Any]:
+async def _live_check(service: ServiceContainer, settings: Settings) -> dict[str, Any]:
     live: dict[str, Any] = {"ok": False, "answer": "", "detail": "", "causes": ()}
     try:
         await service.apple.exchange_code(
@@ -77,7 +65,8 @@ async def _live_check(service: Service, settings: Settings) -> dict[str, Any]:
             answer="invalid_client",
             detail="Apple did not accept the client id and client secret.",
             apple=exc.error_description or "",
-            causes=INVALID_CLIENT_CAUSES,
+            # The same list, in the same order, as the library's own InvalidClient message.
+            causes=InvalidClient.likely_causes,
         )
     except AppleUnavailable as exc:
         live.update(answer="unreachable", detail=f"Apple could not be reached: {exc}")
@@ -89,7 +78,7 @@ async def _live_check(service: Service, settings: Settings) -> dict[str, Any]:
     return live
 
 
-async def verify_settings(service: Service, settings: Settings) -> dict[str, Any]:
+async def verify_settings(service: ServiceContainer, settings: Settings) -> dict[str, Any]:
     """The offline checks of ``appleconnect doctor``, then one token call with a dummy code."""
     offline = _offline_checks(settings)
     live = await _live_check(service, settings)
@@ -103,7 +92,7 @@ async def verify_page(request: Request, _admin: AdminSession) -> Response:
 
 
 @router.post("/verify")
-async def verify(request: Request, _form: AdminForm, service: ServiceDep) -> Response:
+async def verify(request: Request, _form: AdminForm, service: ContainerDep) -> Response:
     result = await verify_settings(service, service.settings)
     await audit(
         request,

@@ -19,13 +19,13 @@ from fastapi.responses import JSONResponse, Response
 from appleconnect import InvalidAuthorizationResponse, parse_authorization_response
 
 from .. import store
-from ..deps import ApiKey, CurrentUser, Params, ServiceDep, SessionToken
+from ..container import ServiceContainer
+from ..deps import ApiKey, ContainerDep, CurrentUser, Params, SessionToken
 from ..errors import invalid, state_error
 from ..openapi import api_operation, api_paths
 from ..params import required
 from ..settings import Settings
 from ..signin import (
-    Service,
     SignInResult,
     delete_account,
     sign_in_with_code,
@@ -64,7 +64,7 @@ def _add(
 # --- with the API key ----------------------------------------------------------------------
 
 
-async def apple_request_auth(service: ServiceDep, values: Params, _key: ApiKey) -> Response:
+async def apple_request_auth(service: ContainerDep, values: Params, _key: ApiKey) -> Response:
     settings = service.settings
     allowed = settings.app_redirect_uris or (settings.effective_redirect_uri,)
     redirect_uri = values.get("redirect_uri") or allowed[0]
@@ -103,7 +103,7 @@ _add(
 )
 
 
-async def apple_connect(service: ServiceDep, values: Params, _key: ApiKey) -> Response:
+async def apple_connect(service: ContainerDep, values: Params, _key: ApiKey) -> Response:
     settings = service.settings
     forward = values.get("redirect_uri")
     if forward and forward not in settings.forward_uris:
@@ -142,7 +142,7 @@ _add(
 )
 
 
-async def _sign_in_with_code(service: Service, values: dict[str, str]) -> SignInResult:
+async def _sign_in_with_code(service: ServiceContainer, values: dict[str, str]) -> SignInResult:
     """``apple_connect`` with a code: from a flow this service started (``state``) or from an
     app that talked to Apple itself."""
     code = required(values, "code")
@@ -212,7 +212,7 @@ def _connect_body(result: SignInResult) -> dict[str, Any]:
     }
 
 
-async def _forward(service: Service, url: str, body: Mapping[str, Any]) -> None:
+async def _forward(service: ServiceContainer, url: str, body: Mapping[str, Any]) -> None:
     """POST the sign-in result to an allow-listed ``redirect_uri`` as well."""
     try:
         response = await service.outbound.post(
@@ -236,7 +236,7 @@ async def get_currentuserinfo(user: CurrentUser) -> Response:
     return JSONResponse({"status": "ok", "user": user_json(user)})
 
 
-async def logout(service: ServiceDep, user: CurrentUser, token: SessionToken) -> Response:
+async def logout(service: ContainerDep, user: CurrentUser, token: SessionToken) -> Response:
     async with service.sessions() as db:
         await store.end_session(db=db, raw=token)
         await store.audit(db=db, event="session.ended", actor="user", sub=user.sub)
@@ -244,7 +244,7 @@ async def logout(service: ServiceDep, user: CurrentUser, token: SessionToken) ->
     return JSONResponse({"status": "ok"})
 
 
-async def delete_account_route(service: ServiceDep, user: CurrentUser) -> Response:
+async def delete_account_route(service: ContainerDep, user: CurrentUser) -> Response:
     report = await delete_account(service=service, user_id=user.id, actor="user")
     return JSONResponse(
         {

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.requests import Request
 
 from .. import store
-from ..deps import ServiceDep
+from ..deps import ContainerDep
 from ..html import templates
 
 __all__ = ["router"]
@@ -23,7 +23,7 @@ MESSAGES = {
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def index(request: Request, service: ServiceDep, signin: str | None = None) -> Response:
+async def index(request: Request, service: ContainerDep, signin: str | None = None) -> Response:
     settings = service.settings
     user = None
     token = request.cookies.get(settings.cookie_name)

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
-from ..deps import ServiceDep
+from ..deps import ContainerDep
 from ..jsonbody import check_json_shape
 from ..openapi import ERROR_RESPONSES
 from ..signin import handle_notification
@@ -28,7 +28,7 @@ MAX_NOTIFICATION_BYTES = 16_384
         "503": ERROR_RESPONSES["503"] | {"description": "Apple's keys unavailable."},
     },
 )
-async def notifications(request: Request, service: ServiceDep) -> Response:
+async def notifications(request: Request, service: ContainerDep) -> Response:
     body = await request.body()
     # Depth and size first: the library then parses a document that cannot exhaust the stack.
     check_json_shape(body, max_bytes=MAX_NOTIFICATION_BYTES, what="The notification body")

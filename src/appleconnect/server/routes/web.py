@@ -27,12 +27,13 @@ from appleconnect import (
 
 from .. import store
 from ..admin import auth as admin_auth
-from ..deps import CurrentSettings, IpLimit, ServiceDep, user_of_session
+from ..container import ServiceContainer
+from ..deps import ContainerDep, CurrentSettings, IpLimit, user_of_session
 from ..errors import ServiceError, invalid, state_error
 from ..html import templates
 from ..models import AuthRequest
 from ..openapi import WEB_RESPONSES
-from ..signin import Service, delete_account, sign_in_with_code
+from ..signin import delete_account, sign_in_with_code
 
 __all__ = ["HANDOFF_MAX_AGE", "router", "safe_next"]
 
@@ -66,7 +67,7 @@ def _with_query(path: str, **extra: str) -> str:
 
 
 @router.get("/auth/apple/start", summary="Start a web sign-in", responses=WEB_RESPONSES)
-async def start(service: ServiceDep, _limit: IpLimit, next: str | None = None) -> Response:
+async def start(service: ContainerDep, _limit: IpLimit, next: str | None = None) -> Response:
     settings = service.settings
     next_path = safe_next(next)
     redirect_uri = settings.effective_redirect_uri
@@ -90,7 +91,7 @@ async def start(service: ServiceDep, _limit: IpLimit, next: str | None = None) -
 
 
 @router.post("/auth/apple/callback", summary="Apple's form_post", responses=WEB_RESPONSES)
-async def callback(request: Request, service: ServiceDep, _limit: IpLimit) -> Response:
+async def callback(request: Request, service: ContainerDep, _limit: IpLimit) -> Response:
     form = await request.form(max_files=0, max_fields=20)
     try:
         response = parse_authorization_response(
@@ -135,7 +136,7 @@ def _api_handoff(request: Request, response: AuthorizationResponse, form: FormDa
 
 
 async def _complete(
-    service: Service, response: AuthorizationResponse, pending: AuthRequest
+    service: ServiceContainer, response: AuthorizationResponse, pending: AuthRequest
 ) -> Response:
     """Sign in with the callback's code, then send the browser to ``/auth/apple/finish``."""
     assert response.code is not None
@@ -163,7 +164,7 @@ async def _complete(
 
 
 @router.get("/auth/apple/finish", include_in_schema=False)
-async def finish(service: ServiceDep, handoff: str = "") -> Response:
+async def finish(service: ContainerDep, handoff: str = "") -> Response:
     settings = service.settings
     async with service.sessions() as db:
         pending = await store.consume_handoff(db=db, raw=handoff, max_age=HANDOFF_MAX_AGE)
@@ -200,7 +201,7 @@ SameOrigin = Annotated[None, Depends(same_origin)]
 
 
 @router.post("/auth/logout", include_in_schema=False)
-async def web_logout(request: Request, _origin: SameOrigin, service: ServiceDep) -> Response:
+async def web_logout(request: Request, _origin: SameOrigin, service: ContainerDep) -> Response:
     settings = service.settings
     token = request.cookies.get(settings.cookie_name)
     if token:
@@ -213,7 +214,7 @@ async def web_logout(request: Request, _origin: SameOrigin, service: ServiceDep)
 
 
 @router.post("/auth/delete", include_in_schema=False)
-async def web_delete(request: Request, _origin: SameOrigin, service: ServiceDep) -> Response:
+async def web_delete(request: Request, _origin: SameOrigin, service: ContainerDep) -> Response:
     settings = service.settings
     user = await user_of_session(service, request.cookies.get(settings.cookie_name, ""))
     await delete_account(service=service, user_id=user.id, actor="user")

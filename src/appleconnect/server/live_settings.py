@@ -1,4 +1,5 @@
-"""Settings edited in the admin panel, effective without a restart in every process.
+"""The live settings: the ones a process started with, with those edited in the admin panel laid
+over them, effective without a restart in every process.
 
 The admin panel stores each edited setting in the database (``settings`` table; secrets
 encrypted), together with a version stamp (the row ``_version``) that changes on every save. Each
@@ -9,11 +10,11 @@ in one process reaches the others within about a second, and the process that ma
 at once.
 
 Applying means swapping, never editing: the result is a new frozen :class:`Settings` that
-replaces ``Service.settings``, which every route reads afresh on each request. When an Apple
-setting changed, the service's :class:`AppleGateway` is rebuilt too (its clients hold the client
-ids and secrets), and the composition root is told through ``on_apple_settings_changed`` (sandbox
-mode uses it to register a new redirect URI or client id with the in-process emulator, which this
-package does not know).
+replaces ``ServiceContainer.settings``, which every route reads afresh on each request. When an
+Apple setting changed, the service's :class:`AppleGateway` is rebuilt too (its clients hold the
+client ids and secrets), and the composition root is told through ``on_apple_settings_changed``
+(sandbox mode uses it to register a new redirect URI or client id with the in-process emulator,
+which this package does not know).
 """
 
 from __future__ import annotations
@@ -31,23 +32,23 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from ..apple import AppleGateway
-from ..db import DbSession
-from ..models import SettingValue, utcnow
-from ..security import Encryptor
-from ..settings import Secret, Settings, SettingsError
-from ..signin import Service
+from .apple import AppleGateway
+from .container import ServiceContainer
+from .db import DbSession
+from .models import SettingValue, utcnow
+from .security import Encryptor
+from .settings import Secret, Settings, SettingsError
 
 __all__ = [
     "CHECK_INTERVAL",
     "EDITABLE",
     "EXTRAS",
     "AppleSettingsHook",
-    "Runtime",
+    "LiveSettings",
     "stored_settings",
 ]
 
-log = logging.getLogger("appleconnect.server.admin")
+log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 1.0
 """Seconds between two checks of the version stamp in one process."""
@@ -104,9 +105,11 @@ AppleSettingsHook = Callable[[Settings], None]
 
 
 @dataclass
-class Runtime:
+class LiveSettings:
     """The settings of one app: what it started with and what the panel stored. The settings
-    that apply are ``Service.settings``, replaced (never edited) by :meth:`refresh`."""
+    that apply are ``ServiceContainer.settings``, replaced (never edited) by :meth:`refresh`; the
+    middleware :class:`~appleconnect.server.middleware.SettingsMiddleware` calls it before each
+    request."""
 
     base: Settings
     apple_transport: httpx.AsyncBaseTransport | None = None
@@ -146,7 +149,7 @@ class Runtime:
                 raise SettingsError(str(exc)) from None
         return settings
 
-    async def refresh(self, service: Service, *, force: bool = False) -> None:
+    async def refresh(self, service: ServiceContainer, *, force: bool = False) -> None:
         """Apply the stored settings when their version changed (checked at most per interval)."""
         now = time.monotonic()
         if not force and now - self.checked_at < self.interval:
@@ -166,7 +169,7 @@ class Runtime:
 
     def _apply(
         self,
-        service: Service,
+        service: ServiceContainer,
         overrides: dict[str, Any],
         extras: dict[str, Any],
         version: str | None,

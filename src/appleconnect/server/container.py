@@ -1,0 +1,115 @@
+"""The service container: what the routes and commands share, opened once per app by the
+lifespan (``create_app``) or once per command, and closed with it.
+
+It holds the settings in force (replaced, never edited, by :mod:`.live_settings`), the database
+engine and its session factory, the gateway to Apple, the encryptor of stored secrets, the
+outbound HTTP client, the rate limiter, and the background tasks (housekeeping, forwarded
+sign-ins, delayed closing of a replaced Apple gateway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from . import store
+from .apple import AppleGateway
+from .db import DbSession, create_engine, migrate, session_factory
+from .ratelimit import RateLimiter
+from .security import Encryptor, load_encryptor
+from .settings import Settings
+
+__all__ = ["HOUSEKEEPING_INTERVAL", "ServiceContainer", "close_container", "open_container"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContainer:
+    """What the routes need, built once per app by the lifespan."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[DbSession]
+    apple: AppleGateway
+    encryptor: Encryptor
+    outbound: httpx.AsyncClient
+    limiter: RateLimiter
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+async def open_container(
+    settings: Settings,
+    *,
+    apple_transport: httpx.AsyncBaseTransport | None = None,
+    outbound_transport: httpx.AsyncBaseTransport | None = None,
+    migrate_on_start: bool = True,
+) -> ServiceContainer:
+    """Open the database (migrating it), the key, and the clients; close with close_container."""
+    engine = create_engine(settings)
+    try:
+        if migrate_on_start:
+            await migrate(engine)
+        sessions = session_factory(engine)
+        encryptor = load_encryptor(settings)
+        private_key = settings.private_key_pem()
+        if not private_key and not settings.client_secret:
+            async with sessions() as db:
+                private_key = (
+                    await store.load_setting(db=db, encryptor=encryptor, key="private_key") or ""
+                )
+        gateway = AppleGateway(settings, private_key_pem=private_key, transport=apple_transport)
+    except BaseException:
+        await engine.dispose()
+        raise
+    outbound = httpx.AsyncClient(transport=outbound_transport, timeout=10.0)
+    service = ServiceContainer(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        apple=gateway,
+        encryptor=encryptor,
+        outbound=outbound,
+        limiter=RateLimiter(settings, time.time),
+    )
+    async with sessions() as db:
+        await store.purge_expired(db=db)
+        await db.commit()
+    service.spawn(_housekeeping(service))
+    return service
+
+
+HOUSEKEEPING_INTERVAL = 3600.0
+
+
+async def _housekeeping(service: ServiceContainer) -> None:
+    """Purge expired rows (sessions, sign-in requests, rate-limit counters) every hour."""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+        try:
+            async with service.sessions() as db:
+                await store.purge_expired(db=db)
+                await db.commit()
+        except Exception:  # a database hiccup must not end the loop
+            log.exception("housekeeping failed")
+
+
+async def close_container(service: ServiceContainer) -> None:
+    tasks = list(service.background)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await service.outbound.aclose()
+    await service.apple.aclose()
+    await service.engine.dispose()
