@@ -9,6 +9,8 @@ from typing import Any
 
 from browser_helpers import Site
 
+from appleconnect import InvalidClient
+
 NEW_ACCOUNT = "new.tester@example.com"
 
 
@@ -154,7 +156,9 @@ def test_verify_settings_passes_and_fails_with_a_wrong_key_id(
         expect_text(page, "Verification failed.")
         text = page.locator("main").inner_text()
         assert "invalid_client" in text
-        assert text.index("Key ID do not belong together") < text.index("clock")
+        # Every cause of the library's one list, in its order.
+        positions = [text.index(cause) for cause in InvalidClient.likely_causes]
+        assert positions == sorted(positions)
     finally:
         page.goto(site.url + "/admin/apple")
         page.get_by_label("Key ID").fill(key_id)
