@@ -7,6 +7,7 @@ from empty tables. This module is its own URLconf.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -219,6 +220,25 @@ def test_a_forged_notification_is_refused(apple_side: Client) -> None:
         "/auth/apple/notifications", forged, content_type="application/json", secure=True
     )
     assert answer.status_code == 400
+
+
+def test_a_notification_during_a_key_outage_asks_apple_to_deliver_again(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    sign_in(apple_emulator, browser, apple_side, LI)
+    apple_emulator.rotate_keys()
+    apple_emulator.fail("keys", count=None, probability=1)
+    apple_emulator.advance_clock(61)
+    [sent] = apple_emulator.delete_account(LI)
+    answer = apple_side.post(
+        "/auth/apple/notifications",
+        json.dumps(sent.body),
+        content_type="application/json",
+        secure=True,
+    )
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert AppleIdentity.objects.exists()
 
 
 def test_the_management_command_revokes_then_deletes(

@@ -195,6 +195,19 @@ async def test_a_notification_apple_did_not_sign_is_refused(flow: Flow) -> None:
     assert answer.status_code == 400
 
 
+async def test_a_notification_during_a_key_outage_asks_apple_to_deliver_again(flow: Flow) -> None:
+    # Apple rotates its key while /auth/keys fails; a minute passes (the refetch interval).
+    await flow.sign_in()
+    flow.emulator.rotate_keys()
+    flow.emulator.fail("keys", count=None, probability=1)
+    flow.emulator.advance_clock(61)
+    [sent] = flow.emulator.delete_account(MARIA)
+    answer = await flow.apple_side.post("/auth/apple/notifications", json=sent.body)
+    assert answer.status_code == 503  # not 400: Apple retries, the deletion is not lost
+    assert answer.headers["retry-after"] == "5"
+    assert flow.app.state.apple_sign_in.store.get_account(sent.sub) is not None
+
+
 async def test_deleting_the_account_revokes_at_apple_first(flow: Flow) -> None:
     await flow.sign_in()
     account = flow.account()

@@ -142,6 +142,20 @@ def test_a_forged_notification_is_refused(apple_side: FlaskClient) -> None:
     assert apple_side.post("/auth/apple/notifications", json=forged).status_code == 400
 
 
+def test_a_notification_during_a_key_outage_asks_apple_to_deliver_again(
+    apple_emulator: AppleEmulator, app: Flask, browser: FlaskClient, apple_side: FlaskClient
+) -> None:
+    sign_in(apple_emulator, browser, apple_side)
+    apple_emulator.rotate_keys()
+    apple_emulator.fail("keys", count=None, probability=1)
+    apple_emulator.advance_clock(61)
+    [sent] = apple_emulator.delete_account(MARIA)
+    answer = apple_side.post("/auth/apple/notifications", json=sent.body)
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert app.extensions["appleconnect"].store.get_account(sent.sub) is not None
+
+
 def test_deleting_the_account_revokes_at_apple(
     apple_emulator: AppleEmulator, app: Flask, browser: FlaskClient, apple_side: FlaskClient
 ) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +31,9 @@ from appleconnect import (
     APPLE_BASE_URL,
     AppleClient,
     AppleConnectError,
+    AppleUnavailable,
     ClientSecret,
+    KeysUnavailable,
     Notification,
     parse_authorization_response,
     parse_notification,
@@ -54,6 +57,35 @@ SESSION_COOKIE = "apple_session"
 """The session cookie of the FastAPI and Flask adapters (Django uses its own session)."""
 FAILED = "Sign in with Apple did not complete. Please try again."
 """The one message users see when a sign-in fails (the log says why)."""
+
+
+APPLE_RETRY_AFTER = 30
+"""Seconds in ``Retry-After`` when Apple could not be reached (its keys aside)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How an adapter answers a notification it could not apply."""
+
+    status: int
+    text: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def notification_refusal(exc: AppleConnectError) -> Refusal:
+    """400 for a notification Apple did not sign (Apple does not retry); 503 with
+    ``Retry-After`` when Apple or its key set could not be reached, as when Apple rotates its
+    keys during an outage: the notification may be genuine, and Apple delivers it again."""
+    if isinstance(exc, AppleUnavailable):
+        logger.warning("Could not verify an Apple notification now: %s", exc)
+        seconds = math.ceil(exc.retry_after) if isinstance(exc, KeysUnavailable) else 0
+        return Refusal(
+            503,
+            "Apple's keys cannot be fetched now; deliver again later.",
+            {"Retry-After": str(max(1, seconds or APPLE_RETRY_AFTER))},
+        )
+    logger.warning("Refused an Apple notification: %s", exc)
+    return Refusal(400, "Invalid notification.")
 
 
 class SignInError(Exception):

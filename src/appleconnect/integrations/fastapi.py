@@ -35,6 +35,7 @@ from ._flow import (
     SIGN_IN_TTL,
     AppleSignIn,
     SignInError,
+    notification_refusal,
 )
 from ._records import AppleAccount
 
@@ -130,15 +131,16 @@ def finish(
 
 @router.post("/notifications")
 async def notifications(request: Request, sign_in: SignInDep) -> Response:
-    """Apple's server-to-server notifications; 400 for anything Apple did not sign."""
+    """Apple's server-to-server notifications; 400 for anything Apple did not sign, 503 with
+    ``Retry-After`` while Apple's keys cannot be fetched."""
     from starlette.concurrency import run_in_threadpool
 
     body = await _body(request, MAX_NOTIFICATION_BYTES)
     try:
         await run_in_threadpool(sign_in.handle_notification, body)
     except AppleConnectError as exc:
-        logger.warning("Refused an Apple notification: %s", exc)
-        return PlainTextResponse("Invalid notification.", status_code=400)
+        refusal = notification_refusal(exc)
+        return PlainTextResponse(refusal.text, refusal.status, headers=refusal.headers)
     return Response(status_code=200)
 
 

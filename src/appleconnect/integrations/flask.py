@@ -37,6 +37,7 @@ from ._flow import (
     SIGN_IN_TTL,
     AppleSignIn,
     SignInError,
+    notification_refusal,
 )
 from ._records import AppleAccount
 
@@ -137,12 +138,15 @@ def finish() -> BaseResponse:
 
 @blueprint.post("/notifications")
 def notifications() -> BaseResponse:
-    """Apple's server-to-server notifications; 400 for anything Apple did not sign."""
+    """Apple's server-to-server notifications; 400 for anything Apple did not sign, 503 with
+    ``Retry-After`` while Apple's keys cannot be fetched."""
     try:
         apple_sign_in().handle_notification(_body(MAX_NOTIFICATION_BYTES))
     except AppleConnectError as exc:
-        logger.warning("Refused an Apple notification: %s", exc)
-        return Response("Invalid notification.", status=400, mimetype="text/plain")
+        refusal = notification_refusal(exc)
+        return Response(
+            refusal.text, status=refusal.status, mimetype="text/plain", headers=refusal.headers
+        )
     return Response(status=200)
 
 

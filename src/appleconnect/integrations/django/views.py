@@ -19,6 +19,7 @@ from .._flow import (
     MAX_NOTIFICATION_BYTES,
     SIGN_IN_TTL,
     SignInError,
+    notification_refusal,
 )
 from .conf import apple_sign_in
 
@@ -92,13 +93,19 @@ def finish(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # Apple's server-to-server POST, verified by its signature
 @require_POST
 def notifications(request: HttpRequest) -> HttpResponse:
-    """Apple's server-to-server notifications; 400 for anything Apple did not sign."""
+    """Apple's server-to-server notifications; 400 for anything Apple did not sign, 503 with
+    ``Retry-After`` while Apple's keys cannot be fetched."""
     body = _body(request, MAX_NOTIFICATION_BYTES)
     if body is None:
         return HttpResponse(TOO_LARGE, status=413, content_type="text/plain")
     try:
         apple_sign_in().handle_notification(body)
     except AppleConnectError as exc:
-        logger.warning("Refused an Apple notification: %s", exc)
-        return HttpResponse("Invalid notification.", status=400, content_type="text/plain")
+        refusal = notification_refusal(exc)
+        return HttpResponse(
+            refusal.text,
+            status=refusal.status,
+            content_type="text/plain",
+            headers=refusal.headers,
+        )
     return HttpResponse(status=200)
