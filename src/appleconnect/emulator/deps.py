@@ -16,27 +16,27 @@ from .pages import Pages
 from .state import EmulatorState
 
 
-def get_state(request: Request) -> EmulatorState:
+async def get_state(request: Request) -> EmulatorState:
     """The emulator's :class:`EmulatorState` (``app.state.emulator``)."""
     return cast(EmulatorState, request.app.state.emulator)
 
 
-def get_notifier(request: Request) -> Notifier:
+async def get_notifier(request: Request) -> Notifier:
     """The emulator's :class:`Notifier` (``app.state.notifier``)."""
     return cast(Notifier, request.app.state.notifier)
 
 
-def get_faults(request: Request) -> FaultInjector:
+async def get_faults(request: Request) -> FaultInjector:
     """The emulator's :class:`FaultInjector` (``app.state.faults``)."""
     return cast(FaultInjector, request.app.state.faults)
 
 
-def get_pages(request: Request) -> Pages:
+async def get_pages(request: Request) -> Pages:
     """The emulator's page renderer (``app.state.pages``)."""
     return cast(Pages, request.app.state.pages)
 
 
-def get_base_url(request: Request) -> str:
+async def get_base_url(request: Request) -> str:
     """Where clients reach the emulator (``app.state.base_url``), as configured."""
     return cast(str, request.app.state.base_url)
 
