@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import secrets
 import string
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from joserfc import jws, jwt
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
@@ -93,21 +94,31 @@ def public_pem_of(private_pem: str) -> str:
 
 
 class Signer:
-    """Signs JWTs with one RSA key, the way Apple signs id_tokens and notifications (RS256)."""
+    """Signs JWTs with one RSA key, the way Apple signs id_tokens and notifications (RS256).
+
+    The compact JWS is assembled here (RFC 7515, section 7.1) and signed with ``cryptography``
+    (RSASSA-PKCS1-v1_5 with SHA-256, RFC 7518, section 3.3): one RSA signature is the whole cost
+    of a token. The header is encoded once per key.
+    """
 
     def __init__(self, kid: str, private_pem: str) -> None:
         self.kid = kid
         self._key = RSAKey.import_key(private_pem)
+        private = serialization.load_pem_private_key(private_pem.encode("ascii"), password=None)
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise TypeError("a signing key must be an RSA private key")
+        self._private = private
+        header = json.dumps({"kid": kid, "alg": "RS256"}, separators=(",", ":"))
+        self._header = b64url(header.encode("ascii"))
 
     def sign(self, claims: dict[str, Any]) -> str:
         """A compact JWS whose header is exactly Apple's ``{"kid": ..., "alg": "RS256"}``."""
-        return jwt.encode(
-            {"kid": self.kid, "alg": "RS256"},
-            claims,
-            self._key,
-            algorithms=["RS256"],
-            default_type=None,
+        payload = b64url(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
+        signing_input = f"{self._header}.{payload}"
+        signature = self._private.sign(
+            signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
         )
+        return f"{signing_input}.{b64url(signature)}"
 
     def jwk(self) -> dict[str, str]:
         """The public JWK as Apple publishes it in ``/auth/keys``."""
@@ -131,7 +142,17 @@ MAX_SECRET_LENGTH = 4096
 
 
 def read_secret_header(secret: str) -> dict[str, Any]:
-    """The JOSE header of a compact JWS, checked for shape only (no signature yet)."""
+    """The JOSE header of a compact JWS, checked for shape only (no signature yet).
+
+    A well-formed header is remembered per secret (a bounded cache), like its signature.
+    """
+    if len(secret) > MAX_SECRET_LENGTH:
+        raise SecretCheckError("The client secret is too long.")
+    return dict(_header_of(secret))
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_of(secret: str) -> tuple[tuple[str, Any], ...]:
     if len(secret) > MAX_SECRET_LENGTH:
         raise SecretCheckError("The client secret is too long.")
     parts = secret.split(".")
@@ -147,7 +168,7 @@ def read_secret_header(secret: str) -> dict[str, Any]:
         raise SecretCheckError("The client secret header is not base64url JSON.") from exc
     if not isinstance(header, dict):
         raise SecretCheckError("The client secret header is not a JSON object.")
-    return header
+    return tuple(header.items())
 
 
 @functools.lru_cache(maxsize=256)
@@ -161,7 +182,17 @@ def verify_es256(secret: str, public_pem: str) -> dict[str, Any]:
 
     joserfc accepts only the raw ``R || S`` signature that RFC 7518, section 3.4 requires, so a
     DER-encoded signature (TN3107's classic cause of ``invalid_client``) fails here.
+
+    A client reuses one secret for up to six months, so a secret that verified is remembered
+    with the public key it verified under (a bounded cache): the signature is checked once, the
+    claims (expiry, issuer, subject...) by the caller on every use. A refused secret is never
+    remembered.
     """
+    return dict(_verified_claims(secret, public_pem))
+
+
+@functools.lru_cache(maxsize=1024)
+def _verified_claims(secret: str, public_pem: str) -> tuple[tuple[str, Any], ...]:
     signature = secret.rsplit(".", 1)[-1]
     try:
         raw = b64url_decode(signature)
@@ -186,4 +217,4 @@ def verify_es256(secret: str, public_pem: str) -> dict[str, Any]:
         raise SecretCheckError("The client secret payload is not JSON.") from exc
     if not isinstance(claims, dict):
         raise SecretCheckError("The client secret payload is not a JSON object.")
-    return claims
+    return tuple(claims.items())
