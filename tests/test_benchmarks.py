@@ -47,10 +47,14 @@ def test_verify_benchmark_prints_every_contender_with_its_ratio() -> None:
 
 
 def test_emulator_benchmark_prints_rsa_floor_and_exchange_rates() -> None:
-    out = run("emulator.py", "--exchanges", "10", "--rsa-rounds", "5")
+    out = run("emulator.py", "--exchanges", "10", "--rounds", "2", "--rsa-rounds", "5")
     assert re.search(r"RSA-2048 signature \(the floor\): +[\d.]+ ms", out)
     assert re.search(r"token exchanges, in-memory +\d+ /s +p50 +[\d.]+ ms +p99 +[\d.]+ ms", out)
     assert re.search(r"token exchanges, SQLite state dir +\d+ /s", out)
+    assert re.search(r"token exchanges, via httpx +\d+ /s", out)
+    costs = re.findall(r"([\d.]+) signatures of CPU each$", out, re.M)
+    assert len(costs) == 3
+    assert all(float(cost) > 0 for cost in costs)
 
 
 def test_signin_benchmark_prints_each_concurrency_level() -> None:

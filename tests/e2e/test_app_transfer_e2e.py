@@ -1,6 +1,7 @@
 """An app transfer between teams, the whole documented sequence (Apple's TN3159), end to end:
-the emulator served by uvicorn on loopback, two services (team A, then team B, the same client
-ids as in docs/client.md), the real ``appleconnect`` commands and the library's helpers.
+the emulator on a loopback port (the project's pytest plugin), two services (team A, then team
+B, the same client ids as in docs/client.md), the real ``appleconnect`` commands and the
+library's helpers.
 
 Export before the transfer (``users migrate export``), the transfer itself
 (``appleconnect emulator-transfer``), then import after it (``users migrate import``); the
@@ -14,20 +15,16 @@ import json
 import os
 import socket
 import sqlite3
-import threading
-import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from appleconnect import AppleClient, ClientSecret, InvalidClient, InvalidRequest
 from appleconnect.cli import main
-from appleconnect.emulator import EmulatorState, create_emulator_app
+from appleconnect.emulator import EmulatorState
 from appleconnect.server import create_app, load_settings, store
 
 PUBLIC = "http://127.0.0.1:8000"
@@ -38,26 +35,10 @@ ACCOUNTS = ("maria.ruiz@example.com", "li.wei@example.com")
 
 
 @pytest.fixture
-def apple(tmp_path: Path) -> Iterator[tuple[str, EmulatorState]]:
-    """The emulator behind uvicorn on a loopback port; its base URL and its state."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_emulator_app(state_dir=tmp_path / "emulator", base_url=base)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive(), "the emulator's server stopped"
-            assert time.monotonic() < deadline, "the emulator did not start"
-            time.sleep(0.02)
-        yield base, app.state.emulator
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
+def apple(apple_emulator: Any) -> tuple[str, EmulatorState]:
+    """The emulator on a loopback port (the project's pytest plugin); its URL and its state."""
+    state: EmulatorState = apple_emulator.state
+    return apple_emulator.base_url, state
 
 
 def write_config(path: Path, base_url: str, team_id: str, key_id: str, pem: str) -> Path:

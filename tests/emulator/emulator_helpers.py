@@ -120,3 +120,18 @@ async def verify_apple_jwt(
         options={"require": ["iss", "aud", "exp", "iat", "sub"], **options},
     )
     return claims
+
+
+async def request_migration_token(
+    client: httpx.AsyncClient, client_id: str, secret: str
+) -> httpx.Response:
+    """``client_credentials`` with ``scope=user.migration`` (the migration endpoint's bearer)."""
+    return await client.post(
+        "/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "scope": "user.migration",
+            "client_id": client_id,
+            "client_secret": secret,
+        },
+    )

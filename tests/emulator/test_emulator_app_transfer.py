@@ -11,9 +11,14 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from emulator_helpers import BASE, SecretFactory
+from emulator_helpers import BASE, SecretFactory, request_migration_token
 
-from appleconnect.emulator import EmulatorState, create_emulator_app
+from appleconnect.emulator import (
+    EmulatorState,
+    checkpoint,
+    create_emulator_app,
+    restore_checkpoint,
+)
 
 Authorize = Callable[..., Any]
 Exchange = Callable[..., Any]
@@ -26,15 +31,7 @@ NOT_YOURS = "The client_id does not belong to the team of the client secret."
 async def migration_info(
     client: httpx.AsyncClient, client_id: str, secret: str, **form: str
 ) -> httpx.Response:
-    token = await client.post(
-        "/auth/token",
-        data={
-            "grant_type": "client_credentials",
-            "scope": "user.migration",
-            "client_id": client_id,
-            "client_secret": secret,
-        },
-    )
+    token = await request_migration_token(client, client_id, secret)
     if token.status_code != 200:
         return token
     return await client.post(
@@ -230,3 +227,16 @@ async def test_a_scheduled_transfer_survives_a_restart(tmp_path: Path) -> None:
     assert third.state.emulator.get_client(WEB).team_id == TEAM_B
     assert [t.done for t in third.state.emulator.list_app_transfers()] == [True]
     third.state.emulator.close()
+
+
+def test_a_restored_checkpoint_keeps_its_scheduled_transfer(state: EmulatorState) -> None:
+    team_a = state.default_team.team_id
+    state.create_team(team_id=TEAM_B)
+    state.transfer_app(app_id="com.example.app", to_team=TEAM_B, at=state.now() + 600)
+    saved = checkpoint(state)
+    state.set_clock_offset(600)
+    assert state.get_client(WEB).team_id == TEAM_B  # type: ignore[union-attr]
+    restore_checkpoint(state, saved)
+    assert state.get_client(WEB).team_id == team_a  # type: ignore[union-attr]
+    state.set_clock_offset(600)
+    assert state.get_client(WEB).team_id == TEAM_B  # type: ignore[union-attr]

@@ -7,7 +7,12 @@ from typing import Any
 
 import httpx
 import jwt
-from emulator_helpers import WEB_REDIRECT, SecretFactory, verify_apple_jwt
+from emulator_helpers import (
+    WEB_REDIRECT,
+    SecretFactory,
+    request_migration_token,
+    verify_apple_jwt,
+)
 
 from appleconnect.emulator import EmulatorState
 
@@ -16,15 +21,7 @@ Exchange = Callable[..., Any]
 
 
 async def migration_token(client: httpx.AsyncClient, client_id: str, secret: str) -> str:
-    response = await client.post(
-        "/auth/token",
-        data={
-            "grant_type": "client_credentials",
-            "scope": "user.migration",
-            "client_id": client_id,
-            "client_secret": secret,
-        },
-    )
+    response = await request_migration_token(client, client_id, secret)
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token

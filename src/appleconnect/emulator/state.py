@@ -163,7 +163,6 @@ class EmulatorState:
             self.settings = from_dict(EmulatorSettings, settings)
         self._signers: dict[str, _jose.Signer] = {}
         self._writes = 0
-        self._scheduled_transfers = sum(not t.done for t in self._data["app_transfer"].values())
         default = dict(self._store.load("meta")).get("default_team")
         if default is None or default["team_id"] not in self._data["team"]:
             self._default = self._create_default_team()
@@ -416,13 +415,13 @@ class EmulatorState:
 
     def get_client(self, client_id: str) -> Client | None:
         """The client with exactly this id (case-sensitive, like Apple), if any."""
-        if self._scheduled_transfers:
+        if self._data["app_transfer"]:
             self._complete_due_transfers()
         return self._data["client"].get(client_id)
 
     def list_clients(self) -> list[Client]:
         """Every client id."""
-        if self._scheduled_transfers:
+        if self._data["app_transfer"]:
             self._complete_due_transfers()
         return self._all("client")
 
@@ -778,7 +777,6 @@ class EmulatorState:
             when = self.now() if at is None else float(at)
             transfer = AppTransfer(app_id, client_ids, app.team_id, to_team, when)
             self._put("app_transfer", app_id, transfer)
-            self._scheduled_transfers += 1
             log.info("app %s moves from team %s to %s at %s", app_id, app.team_id, to_team, when)
         self._complete_due_transfers()
         return transfer
@@ -805,10 +803,14 @@ class EmulatorState:
         return [app_id, *services_ids]
 
     def _complete_due_transfers(self) -> None:
+        # Called on every client look-up once an app transfer exists: cheap unless one is due.
         now = self.now()
+        due = [t for t in self._all("app_transfer") if not t.done and t.at <= now]
+        if not due:
+            return
         with self.locked():
-            for transfer in self._all("app_transfer"):
-                if transfer.done or transfer.at > now:
+            for transfer in due:
+                if transfer.done:  # another thread completed it meanwhile
                     continue
                 for client_id in transfer.client_ids:
                     client = self._data["client"][client_id]
@@ -817,7 +819,6 @@ class EmulatorState:
                 self._move_consents(transfer)
                 transfer.done = True
                 self._put("app_transfer", transfer.app_id, transfer)
-                self._scheduled_transfers -= 1
                 log.info("app %s now belongs to team %s", transfer.app_id, transfer.to_team)
 
     def _move_consents(self, transfer: AppTransfer) -> None:
@@ -834,13 +835,13 @@ class EmulatorState:
 
     def list_app_transfers(self) -> list[AppTransfer]:
         """Every app transfer, scheduled or done."""
-        if self._scheduled_transfers:
+        if self._data["app_transfer"]:
             self._complete_due_transfers()
         return self._all("app_transfer")
 
     def completed_app_transfer(self, from_team: str, to_team: str) -> AppTransfer | None:
         """The latest completed move of an app from ``from_team`` to ``to_team``, if any."""
-        if self._scheduled_transfers:
+        if self._data["app_transfer"]:
             self._complete_due_transfers()
         done = [
             t
