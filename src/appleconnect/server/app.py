@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from . import error_handlers
 from .admin.panel import router as admin_router
 from .container import close_container, open_container
+from .headers import SecurityHeaders
 from .live_settings import LiveSettings
 from .middleware import BodyLimit, NotConfiguredGate, SettingsMiddleware
 from .routes import api, buttons, home, notifications, web
@@ -85,4 +86,6 @@ def create_app(
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(NotConfiguredGate)
     app.add_middleware(SettingsMiddleware, live=app.state.live_settings)
+    # Outermost: every answer, the gate's and the body limit's included, gets its headers.
+    app.add_middleware(SecurityHeaders)
     return app

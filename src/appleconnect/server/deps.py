@@ -237,7 +237,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 async def admin_session(request: Request, service: ContainerDep) -> str:
     """The admin session token from its cookie, or :class:`AdminRequired`; also makes the
     session's CSRF token available to the page (``request.state.admin_csrf``)."""
-    raw = request.cookies.get(auth.ADMIN_COOKIE, "")
+    raw = request.cookies.get(auth.admin_cookie(service.settings)[0], "")
     if not raw:
         raise AdminRequired
     async with service.sessions() as db:

@@ -61,6 +61,8 @@ class Secret:
 
 
 Mode = Literal["sandbox", "production"]
+HOST_PREFIX = "__Host-"
+"""The cookie-name prefix that makes browsers require Secure, Path=/ and no Domain."""
 SmtpSecurity = Literal["none", "starttls", "tls"]
 
 
@@ -157,6 +159,15 @@ class Settings:
     @property
     def cookie_secure(self) -> bool:
         return not self.sandbox
+
+    @property
+    def session_cookie(self) -> str:
+        """The session cookie's name: ``cookie_name``, with the ``__Host-`` prefix in production,
+        where the cookie is Secure, on ``/`` and without a Domain, so that no other host (a
+        sibling subdomain included) can set or overwrite it."""
+        if self.cookie_secure and not self.cookie_name.startswith(HOST_PREFIX):
+            return HOST_PREFIX + self.cookie_name
+        return self.cookie_name
 
     def private_key_pem(self) -> str:
         """The .p8 key: the setting itself, or the file it names."""

@@ -2,7 +2,7 @@
 
 There is no admin password. ``appleconnect admin login-link`` (and ``serve``) print a one-time
 link; following it and pressing "Continue" consumes it and opens an admin session: a 256-bit
-token in an HttpOnly, SameSite=Strict cookie limited to ``/admin``, stored only as its SHA-256
+token in an HttpOnly, SameSite=Strict cookie (:func:`admin_cookie`), stored only as its SHA-256
 in the database (so every process knows it, and signing out ends it everywhere). Each form
 carries a CSRF token derived from the session token with HMAC; requests from another origin are
 refused as well.
@@ -20,11 +20,12 @@ from sqlalchemy import delete, select
 from ..db import DbSession
 from ..models import SettingValue, utcnow
 from ..security import constant_time_equal, hash_token, new_token
-from ..settings import Settings
+from ..settings import HOST_PREFIX, Settings
 
 __all__ = [
     "ADMIN_COOKIE",
     "SESSION_TTL",
+    "admin_cookie",
     "check_csrf",
     "create_admin_session",
     "csrf_token",
@@ -34,6 +35,17 @@ __all__ = [
 ]
 
 ADMIN_COOKIE = "appleconnect_admin"
+
+
+def admin_cookie(settings: Settings) -> tuple[str, str]:
+    """The admin cookie's name and path: ``appleconnect_admin`` on ``/admin`` in sandbox mode;
+    in production ``__Host-appleconnect_admin`` on ``/`` (the prefix requires that path), so
+    that only this host can set it. It is SameSite=Strict and HttpOnly either way."""
+    if settings.cookie_secure:
+        return HOST_PREFIX + ADMIN_COOKIE, "/"
+    return ADMIN_COOKIE, "/admin"
+
+
 SESSION_TTL = 8 * 3600
 ADMIN_PREFIX = "aca_"
 # Admin sessions are rows of the key-value ``settings`` table (no schema change needed):

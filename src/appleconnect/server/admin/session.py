@@ -45,25 +45,27 @@ async def login(
         await store.audit(db=db, event="admin.signed_in", actor="admin", detail={})
         await db.commit()
     response = RedirectResponse("/admin", status_code=303)
+    name, path = auth.admin_cookie(settings)
     response.set_cookie(
-        auth.ADMIN_COOKIE,
+        name,
         session,
         max_age=auth.SESSION_TTL,
         httponly=True,
         secure=settings.cookie_secure,
         samesite="strict",
-        path="/admin",
+        path=path,
     )
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request, service: ContainerDep, _form: AdminForm) -> Response:
-    raw = request.cookies.get(auth.ADMIN_COOKIE, "")
+    name, path = auth.admin_cookie(service.settings)
+    raw = request.cookies.get(name, "")
     async with service.sessions() as db:
         await auth.end_admin_session(db=db, raw=raw)
         await store.audit(db=db, event="admin.signed_out", actor="admin", detail={})
         await db.commit()
     response = RedirectResponse("/admin/login?done=signed_out", status_code=303)
-    response.delete_cookie(auth.ADMIN_COOKIE, path="/admin")
+    response.delete_cookie(name, path=path, secure=service.settings.cookie_secure)
     return response

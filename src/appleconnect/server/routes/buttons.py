@@ -177,7 +177,7 @@ async def _popup_result(request: Request, service: ServiceContainer, origin: str
     """What the popup posts to the page that opened it: a session of its own for the
     embedding site (like ``apple_connect``'s cookie) and the user, or an error."""
     settings = service.settings
-    token = request.cookies.get(settings.cookie_name, "")
+    token = request.cookies.get(settings.session_cookie, "")
     async with service.sessions() as db:
         user: User | None = await store.session_user(db=db, raw=token)
         if user is None:

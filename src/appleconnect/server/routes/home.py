@@ -26,7 +26,7 @@ MESSAGES = {
 async def index(request: Request, service: ContainerDep, signin: str | None = None) -> Response:
     settings = service.settings
     user = None
-    token = request.cookies.get(settings.cookie_name)
+    token = request.cookies.get(settings.session_cookie)
     if token:
         async with service.sessions() as db:
             user = await store.session_user(db=db, raw=token)

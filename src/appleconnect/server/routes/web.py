@@ -176,7 +176,7 @@ async def finish(service: ContainerDep, handoff: str = "") -> Response:
         await db.commit()
     response = RedirectResponse(pending.next_path or "/", status_code=303)
     response.set_cookie(
-        settings.cookie_name,
+        settings.session_cookie,
         token,
         max_age=settings.session_ttl,
         httponly=True,
@@ -203,21 +203,21 @@ SameOrigin = Annotated[None, Depends(same_origin)]
 @router.post("/auth/logout", include_in_schema=False)
 async def web_logout(request: Request, _origin: SameOrigin, service: ContainerDep) -> Response:
     settings = service.settings
-    token = request.cookies.get(settings.cookie_name)
+    token = request.cookies.get(settings.session_cookie)
     if token:
         async with service.sessions() as db:
             await store.end_session(db=db, raw=token)
             await db.commit()
     response = RedirectResponse("/?signin=signed_out", status_code=303)
-    response.delete_cookie(settings.cookie_name, path="/")
+    response.delete_cookie(settings.session_cookie, path="/", secure=settings.cookie_secure)
     return response
 
 
 @router.post("/auth/delete", include_in_schema=False)
 async def web_delete(request: Request, _origin: SameOrigin, service: ContainerDep) -> Response:
     settings = service.settings
-    user = await user_of_session(service, request.cookies.get(settings.cookie_name, ""))
+    user = await user_of_session(service, request.cookies.get(settings.session_cookie, ""))
     await delete_account(service=service, user_id=user.id, actor="user")
     response = RedirectResponse("/?signin=deleted", status_code=303)
-    response.delete_cookie(settings.cookie_name, path="/")
+    response.delete_cookie(settings.session_cookie, path="/", secure=settings.cookie_secure)
     return response
