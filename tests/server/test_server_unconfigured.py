@@ -146,7 +146,7 @@ async def test_sign_in_answers_not_configured_until_the_panel_sets_apple(
     assert finish.status_code == 303
     assert finish.headers["location"] == "/account"
     assert "secure" in finish.headers["set-cookie"].lower()
-    cookie = finish.cookies["appleconnect_session"]
+    cookie = finish.cookies["__Host-appleconnect_session"]  # production: __Host- prefix
     info = await prod.http.get("/api/get_currentuserinfo", params={"cookie": cookie})
     assert info.status_code == 200, info.text
     assert info.json()["user"]["email"] == "maria.ruiz@example.com"
