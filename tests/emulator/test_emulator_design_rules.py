@@ -1,5 +1,6 @@
-"""The design boundary (docs/design.md): the emulator imports nothing from the project except
-the shared button renderer, so that it stays an independent implementation of Apple's side."""
+"""The import boundary (docs/architecture.md, "Import boundaries"): the emulator imports nothing
+from the project except the shared button renderer, so that it stays an independent
+implementation of Apple's side."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The emulator of Apple's side of Sign in with Apple (``appleid.apple.com``), offline.
 
 ``create_emulator_app()`` returns an ASGI app that answers on Apple's paths exactly as Apple does
-(docs/apple-rest-api.md), plus a JSON control API under ``/emulator``. ``serve()`` runs it with
-uvicorn; ``appleconnect emulator`` calls it. The emulator signs and checks with joserfc and
-``cryptography`` only and imports nothing from the client library (docs/design.md).
+(docs/apple-protocol.md, docs/emulator.md), plus a JSON control API under ``/emulator``.
+``serve()`` runs it with uvicorn; ``appleconnect emulator`` calls it. The emulator signs and
+checks with joserfc and ``cryptography`` only and imports nothing from the client library
+(docs/architecture.md, "Import boundaries").
 """
 
 from __future__ import annotations
