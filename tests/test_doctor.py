@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appleconnect import ClientSecret
-from appleconnect._doctor import Check, redirect_uri_problem, run_checks
+from appleconnect._doctor import Check, run_checks
 from appletest import pem_of
 
 TEAM, KID, CLIENT = "ABCDE12345", "KEY1234567", "com.example.web"
@@ -72,31 +72,6 @@ def test_wrong_curve_key(tmp_path: Path) -> None:
     )
     assert not checks["private key"].ok
     assert "P-256" in checks["private key"].detail
-
-
-@pytest.mark.parametrize(
-    ("uri", "problem"),
-    [
-        ("http://example.com/cb", "HTTPS"),
-        ("https://localhost/cb", "localhost"),
-        ("https://127.0.0.1/cb", "IP address"),
-        ("https://[::1]/cb", "IP address"),
-        ("https://example.com/cb#x", "fragment"),
-        ("/cb", "absolute"),
-        ("https://intranet/cb", "domain name"),
-        ("https://exa mple.com/cb", "spaces"),
-    ],
-)
-def test_redirect_uri_rules(uri: str, problem: str) -> None:
-    found = redirect_uri_problem(uri)
-    assert found is not None
-    assert problem in found
-
-
-def test_redirect_uri_sandbox_relaxation() -> None:
-    assert redirect_uri_problem("http://127.0.0.1:8000/cb", sandbox=True) is None
-    assert "fragment" in (redirect_uri_problem("http://localhost/cb#f", sandbox=True) or "")
-    assert redirect_uri_problem("https://example.com/auth/apple/callback") is None
 
 
 def test_pasted_secret_checks(key_file: Path) -> None:

@@ -43,11 +43,12 @@ from ._constants import (
     REVOKE_PATH,
     TOKEN_PATH,
 )
-from ._doctor import decode_unverified, redirect_uri_problem
 from ._errors import AppleError, AppleUnavailable, apple_error_from_response
 from ._identity import IdentityToken, averify_identity_token
 from ._identity import verify_identity_token as _verify_identity_token
+from ._jws import decode_unverified
 from ._keys import AppleKeys
+from ._redirect_uri import redirect_uri_problem
 from ._secret import ClientSecret, validate_client_id, validate_team_or_key_id
 
 __all__ = ["AppleClient", "AsyncAppleClient", "MigrationInfo", "TokenResponse"]

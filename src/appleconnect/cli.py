@@ -244,7 +244,7 @@ if click is not None:
         Every check targets a usual cause of Apple's reasonless invalid_client. Exits 1 when any
         check fails.
         """
-        from appleconnect._doctor import run_checks
+        from appleconnect.checks import run_checks
 
         if demo:
             team_id, key_id, client_ids, key_file, redirect_uris = _demo_configuration(demo_dir)

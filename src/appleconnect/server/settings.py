@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from appleconnect._constants import APPLE_BASE_URL
-from appleconnect._doctor import redirect_uri_problem
+from appleconnect import APPLE_BASE_URL
+from appleconnect.checks import redirect_uri_problem
 
 __all__ = [
     "ENV_PREFIX",
@@ -206,6 +206,22 @@ class Settings:
         ``not_configured``; see :meth:`apple_missing`). Everything that is set is still checked,
         and production mode still refuses the sandbox-only relaxations.
         """
+        self._validate_accounts_and_mail()
+        self._validate_limits()
+        if apple:
+            self._validate_apple()
+        url = urlsplit(self.public_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SettingsError("public_url: must be an absolute http(s) URL.")
+        apple_url = urlsplit(self.apple_base_url)
+        if apple_url.scheme not in ("http", "https") or not apple_url.hostname:
+            raise SettingsError("apple_base_url: must be an absolute http(s) URL.")
+        if self.welcome_email and not self.mail_from:
+            raise SettingsError("mail_from: required when welcome_email is on.")
+        if not self.sandbox:
+            self._validate_production()
+
+    def _validate_accounts_and_mail(self) -> None:
         if self.mode not in ("sandbox", "production"):
             raise SettingsError("mode: must be 'sandbox' or 'production'.")
         if not self.roles:
@@ -216,6 +232,9 @@ class Settings:
             )
         if self.smtp_security not in ("none", "starttls", "tls"):
             raise SettingsError("smtp_security: must be 'none', 'starttls' or 'tls'.")
+
+    def _validate_limits(self) -> None:
+        """Lifetimes, sizes, Apple's key refetching and the rate limits."""
         for name in ("session_ttl", "auth_request_ttl", "admin_login_ttl", "max_body_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be a positive number.")
@@ -235,25 +254,18 @@ class Settings:
                 raise SettingsError(
                     f"rate_limit_exempt: {network!r} is not an IP address or network."
                 ) from None
-        if apple and not self.client_id:
+
+    def _validate_apple(self) -> None:
+        """The Apple credentials are complete (not asked when the panel may supply them)."""
+        if not self.client_id:
             raise SettingsError("client_id: set the Services ID used for web sign-in.")
-        if apple and not (self.client_secret or (self.team_id and self.key_id)):
+        if not (self.client_secret or (self.team_id and self.key_id)):
             raise SettingsError(
                 "team_id/key_id/private_key: set them so the client secret is minted, "
                 "or set client_secret to a secret made by hand."
             )
-        if apple and self.team_id and not self.client_secret and not self.private_key_pem():
+        if self.team_id and not self.client_secret and not self.private_key_pem():
             raise SettingsError("private_key: set the .p8 key or private_key_file.")
-        url = urlsplit(self.public_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise SettingsError("public_url: must be an absolute http(s) URL.")
-        apple_url = urlsplit(self.apple_base_url)
-        if apple_url.scheme not in ("http", "https") or not apple_url.hostname:
-            raise SettingsError("apple_base_url: must be an absolute http(s) URL.")
-        if self.welcome_email and not self.mail_from:
-            raise SettingsError("mail_from: required when welcome_email is on.")
-        if not self.sandbox:
-            self._validate_production()
 
     def _validate_production(self) -> None:
         """Refuse the relaxations that only sandbox mode may have."""
@@ -290,6 +302,25 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
+def _coerce_strings(value: object) -> tuple[str, ...]:
+    """A list of strings, or one string of comma-separated values (environment variables)."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise TypeError
+
+
+def _coerce_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise TypeError
+
+
 def _coerce(name: str, value: object) -> Any:
     """Turn a TOML or environment value into the field's type, or raise SettingsError."""
     default = Settings.__dataclass_fields__[name].default
@@ -304,19 +335,9 @@ def _coerce(name: str, value: object) -> Any:
                 raise TypeError
             return Path(value)
         if kind == "tuple[str, ...]":
-            if isinstance(value, str):
-                return tuple(v.strip() for v in value.split(",") if v.strip())
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return tuple(value)
-            raise TypeError
+            return _coerce_strings(value)
         if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
-                return False
-            raise TypeError
+            return _coerce_bool(value)
         if isinstance(default, int):
             if isinstance(value, bool):
                 raise TypeError

@@ -28,7 +28,7 @@ from appleconnect import (
     KeysUnavailable,
     Notification,
 )
-from appleconnect._doctor import decode_unverified
+from appleconnect.checks import decode_unverified
 
 from . import store
 from .apple import TokenResult

@@ -14,13 +14,15 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from appleconnect import ClientSecret
-from appleconnect._doctor import (
+from appleconnect.checks import (
     SECRET_EXPIRY_WARNING,
     decode_unverified,
+    load_private_key,
     redirect_uri_problem,
     run_checks,
+    validate_client_id,
+    validate_team_or_key_id,
 )
-from appleconnect._secret import load_private_key, validate_client_id, validate_team_or_key_id
 
 from ..container import ServiceContainer
 from ..deps import AdminFormWithFile, AdminSession, get_container, get_live_settings

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from starlette.requests import Request
 
 from appleconnect import AppleConnectError, AppleUnavailable, InvalidClient, InvalidGrant
-from appleconnect._doctor import Check, run_checks
+from appleconnect.checks import Check, run_checks
 
 from ..container import ServiceContainer
 from ..deps import AdminForm, AdminSession, ContainerDep
