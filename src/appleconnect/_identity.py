@@ -193,6 +193,74 @@ _new_tuple = tuple.__new__
 _time = time.time
 
 
+def _registered_claims(
+    payload: dict[str, Any], audiences: frozenset[str], now: float, leeway: float
+) -> tuple[str, int, int]:
+    """``aud``, ``iat`` and ``exp``, checked with ``iss``: the types Apple sends inline (this
+    runs on every sign-in), anything else through :func:`check_claims`, which names the claim."""
+    get = payload.get
+    aud = get("aud")
+    exp = get("exp")
+    iat = get("iat")
+    if (
+        get("iss") != APPLE_ISSUER
+        or type(aud) is not str
+        or aud not in audiences
+        or type(exp) is not int
+        or type(iat) is not int
+        or now >= exp + leeway
+        or iat > now + leeway
+    ):
+        aud, iat, checked_exp = check_claims(
+            payload, audiences=audiences, now=now, leeway=leeway, error=InvalidIdentityToken
+        )
+        assert checked_exp is not None  # required above
+        exp = checked_exp
+    return aud, iat, exp
+
+
+def _string_bool(payload: Mapping[str, Any], name: str) -> bool | None:
+    """A boolean claim Apple sent as a string: Apple sends the string "true" more often than
+    the boolean (docs/apple-protocol.md#quirk-email-verified-string)."""
+    value = _STRING_BOOLS.get(payload[name])
+    if value is None:
+        return _bool_claim(payload, name, InvalidIdentityToken)
+    return value
+
+
+def _unusual_claim_types(
+    payload: Mapping[str, Any],
+) -> tuple[bool | None, bool | None, bool | None, int | None, int | None]:
+    """The optional claims when one is not of the type Apple sends: each normalised (booleans
+    from strings) or refused, naming the claim. Returns ``email_verified``,
+    ``is_private_email``, ``nonce_supported``, ``real_user_status`` and ``auth_time``."""
+    err = InvalidIdentityToken
+    for name in ("email", "transfer_sub", "nonce", "org_id", "at_hash", "c_hash"):
+        _str_claim(payload, name, err)
+    return (
+        _bool_claim(payload, "email_verified", err),
+        _bool_claim(payload, "is_private_email", err),
+        _bool_claim(payload, "nonce_supported", err),
+        _int_claim(payload, "real_user_status", err, required=False),
+        _int_claim(payload, "auth_time", err, required=False),
+    )
+
+
+def _check_token_hashes(
+    at_hash: str | None, c_hash: str | None, access_token: str | None, code: str | None
+) -> None:
+    """``at_hash`` and ``c_hash``, when the token has them and the caller gave what they hash."""
+    err = InvalidIdentityToken
+    if (
+        access_token is not None
+        and at_hash is not None
+        and not hmac.compare_digest(at_hash, oidc_hash(access_token))
+    ):
+        raise err("at_hash", "at_hash does not match the access token.", claim="at_hash")
+    if code is not None and c_hash is not None and not hmac.compare_digest(c_hash, oidc_hash(code)):
+        raise err("c_hash", "c_hash does not match the authorization code.", claim="c_hash")
+
+
 def _identity_from_claims(
     payload: dict[str, Any],
     audiences: frozenset[str],
@@ -207,25 +275,7 @@ def _identity_from_claims(
     # either normalise it or raise naming the claim.
     err = InvalidIdentityToken
     get = payload.get
-    if now is None:
-        now = _time()
-    aud = get("aud")
-    exp = get("exp")
-    iat = get("iat")
-    if (
-        get("iss") != APPLE_ISSUER
-        or type(aud) is not str
-        or aud not in audiences
-        or type(exp) is not int
-        or type(iat) is not int
-        or now >= exp + leeway
-        or iat > now + leeway
-    ):
-        aud, iat, checked_exp = check_claims(
-            payload, audiences=audiences, now=now, leeway=leeway, error=err
-        )
-        assert checked_exp is not None  # required above
-        exp = checked_exp
+    aud, iat, exp = _registered_claims(payload, audiences, _time() if now is None else now, leeway)
     sub = get("sub")
     if type(sub) is not str or not sub:
         raise err("sub", "The token has no usable 'sub' claim.", claim="sub")
@@ -245,13 +295,9 @@ def _identity_from_claims(
     # Apple sends the string "true" more often than the boolean
     # (docs/apple-protocol.md#quirk-email-verified-string).
     if type(email_verified) is str:
-        email_verified = _STRING_BOOLS.get(email_verified)
-        if email_verified is None:
-            email_verified = _bool_claim(payload, "email_verified", err)
+        email_verified = _string_bool(payload, "email_verified")
     if type(is_private_email) is str:
-        is_private_email = _STRING_BOOLS.get(is_private_email)
-        if is_private_email is None:
-            is_private_email = _bool_claim(payload, "is_private_email", err)
+        is_private_email = _string_bool(payload, "is_private_email")
     if not (
         (email is None or type(email) is str)
         and (transfer_sub is None or type(transfer_sub) is str)
@@ -265,21 +311,11 @@ def _identity_from_claims(
         and (real_user_status is None or type(real_user_status) is int)
         and (auth_time is None or type(auth_time) is int)
     ):
-        for name in ("email", "transfer_sub", "nonce", "org_id", "at_hash", "c_hash"):
-            _str_claim(payload, name, err)
-        email_verified = _bool_claim(payload, "email_verified", err)
-        is_private_email = _bool_claim(payload, "is_private_email", err)
-        nonce_supported = _bool_claim(payload, "nonce_supported", err)
-        real_user_status = _int_claim(payload, "real_user_status", err, required=False)
-        auth_time = _int_claim(payload, "auth_time", err, required=False)
-    if (
-        access_token is not None
-        and at_hash is not None
-        and not hmac.compare_digest(at_hash, oidc_hash(access_token))
-    ):
-        raise err("at_hash", "at_hash does not match the access token.", claim="at_hash")
-    if code is not None and c_hash is not None and not hmac.compare_digest(c_hash, oidc_hash(code)):
-        raise err("c_hash", "c_hash does not match the authorization code.", claim="c_hash")
+        email_verified, is_private_email, nonce_supported, real_user_status, auth_time = (
+            _unusual_claim_types(payload)
+        )
+    if access_token is not None or code is not None:
+        _check_token_hashes(at_hash, c_hash, access_token, code)
     # tuple.__new__ directly: the same object the named tuple's constructor builds, without the
     # Python-level wrapper call (this runs on every verification).
     return _new_tuple(

@@ -57,7 +57,7 @@ import math
 import os
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast, get_args
 from urllib.parse import parse_qsl
@@ -320,15 +320,7 @@ class ButtonSpec:
         ``parse_button_query(spec.kind, spec.to_query()) == spec`` for every spec that Apple's
         parameters can express (a logo-only button's ``type`` and ``locale`` cannot).
         """
-        query: dict[str, str] = {}
-        if self.kind == "logo":
-            if self.width != _DEFAULT_SIZE:
-                query["size"] = str(self.width)
-        else:
-            if self.height != _DEFAULT_HEIGHT:
-                query["height"] = str(self.height)
-            if self.width != _DEFAULT_WIDTH:
-                query["width"] = str(self.width)
+        query = self._size_query()
         if self.color != "black":
             query["color"] = self.color
         if self.border:
@@ -343,12 +335,28 @@ class ButtonSpec:
         if self.scale != 1:
             query["scale"] = str(self.scale)
         if self.kind == "left":
-            if self.label_position:
-                query["label-position"] = str(self.label_position)
-            if self.logo_position:
-                query["logo-position"] = str(self.logo_position)
-            if self.logo_size is not None:
-                query["logo-size"] = self.logo_size
+            query.update(self._left_query())
+        return query
+
+    def _size_query(self) -> dict[str, str]:
+        if self.kind == "logo":
+            return {"size": str(self.width)} if self.width != _DEFAULT_SIZE else {}
+        query: dict[str, str] = {}
+        if self.height != _DEFAULT_HEIGHT:
+            query["height"] = str(self.height)
+        if self.width != _DEFAULT_WIDTH:
+            query["width"] = str(self.width)
+        return query
+
+    def _left_query(self) -> dict[str, str]:
+        """The parameters only a left-aligned button has."""
+        query: dict[str, str] = {}
+        if self.label_position:
+            query["label-position"] = str(self.label_position)
+        if self.logo_position:
+            query["logo-position"] = str(self.logo_position)
+        if self.logo_size is not None:
+            query["logo-size"] = self.logo_size
         return query
 
 
@@ -403,6 +411,31 @@ def _parse_choice(name: str, raw: str, allowed: Sequence[str]) -> str:
     return raw
 
 
+def _int_in(bounds: tuple[int, int]) -> Callable[[str, str], object]:
+    return lambda name, raw: _parse_int(name, raw, bounds)
+
+
+def _one_of(allowed: Sequence[str]) -> Callable[[str, str], object]:
+    return lambda name, raw: _parse_choice(name, raw, allowed)
+
+
+# Apple's parameter name -> (the ButtonSpec fields it sets, how its value is read).
+_PARAM_PARSERS: dict[str, tuple[tuple[str, ...], Callable[[str, str], object]]] = {
+    "height": (("height",), _int_in(_HEIGHT)),
+    "width": (("width",), _int_in(_WIDTH)),
+    "size": (("width", "height"), _int_in(_SIZE)),
+    "color": (("color",), _one_of(COLORS)),
+    "border": (("border",), _parse_bool),
+    "border_radius": (("border_radius",), _int_in(_BORDER_RADIUS)),
+    "type": (("type",), _one_of(BUTTON_TYPES)),
+    "scale": (("scale",), _int_in(_SCALE)),
+    "locale": (("locale",), _one_of(LOCALES)),
+    "label-position": (("label_position",), _int_in(_POSITION)),
+    "logo-position": (("logo_position",), _int_in(_POSITION)),
+    "logo-size": (("logo_size",), _one_of(LOGO_SIZES)),
+}
+
+
 def parse_button_query(kind: Kind, query: Mapping[str, str]) -> ButtonSpec:
     """Validate Apple's query parameters for a button of ``kind`` and return its spec.
 
@@ -428,31 +461,10 @@ def parse_button_query(kind: Kind, query: Mapping[str, str]) -> ButtonSpec:
 
     fields: dict[str, object] = {"kind": kind}
     for name, raw in values.items():
-        match name:
-            case "height":
-                fields["height"] = _parse_int(name, raw, _HEIGHT)
-            case "width":
-                fields["width"] = _parse_int(name, raw, _WIDTH)
-            case "size":
-                fields["width"] = fields["height"] = _parse_int(name, raw, _SIZE)
-            case "color":
-                fields["color"] = _parse_choice(name, raw, COLORS)
-            case "border":
-                fields["border"] = _parse_bool(name, raw)
-            case "border_radius":
-                fields["border_radius"] = _parse_int(name, raw, _BORDER_RADIUS)
-            case "type":
-                fields["type"] = _parse_choice(name, raw, BUTTON_TYPES)
-            case "scale":
-                fields["scale"] = _parse_int(name, raw, _SCALE)
-            case "locale":
-                fields["locale"] = _parse_choice(name, raw, LOCALES)
-            case "label-position":
-                fields["label_position"] = _parse_int(name, raw, _POSITION)
-            case "logo-position":
-                fields["logo_position"] = _parse_int(name, raw, _POSITION)
-            case "logo-size":
-                fields["logo_size"] = _parse_choice(name, raw, LOGO_SIZES)
+        targets, parse = _PARAM_PARSERS[name]
+        value = parse(name, raw)
+        for target in targets:
+            fields[target] = value
     if kind == "logo" and "size" not in values:
         fields["width"] = fields["height"] = _DEFAULT_SIZE
     # Every value was checked above; ButtonSpec checks the rules that tie values together.
@@ -816,6 +828,26 @@ def _load_font(
     return ImageFont.load_default(size=size)
 
 
+def _png_layout(
+    spec: ButtonSpec, factor: float, direction: str | None, font_paths: Sequence[str] | None
+) -> tuple[_Layout, ImageFont.FreeTypeFont | ImageFont.ImageFont | None]:
+    """The layout and the label's font at ``factor`` pixels per point (no font for a logo).
+
+    The layout is made again with the label's real width in this font, so that the group of
+    logo and label is centred and the margins hold whatever the estimate said.
+    """
+    layout = _layout(spec)
+    if spec.kind == "logo":
+        return layout, None
+    nominal = layout.font_size * factor
+    font = _load_font(nominal, spec.locale, font_paths)
+    measured = font.getlength(spec.label, direction=direction)
+    layout = _layout(spec, text_em=measured / nominal if measured > 0 else None)
+    if not math.isclose(layout.font_size, nominal / factor, rel_tol=1e-6):
+        font = _load_font(layout.font_size * factor, spec.locale, font_paths)
+    return layout, font
+
+
 def render_png(spec: ButtonSpec, *, font_paths: Sequence[str] | None = None) -> bytes:
     """The button as a PNG of ``width * scale`` by ``height * scale`` pixels (RGBA).
 
@@ -838,19 +870,8 @@ def render_png(spec: ButtonSpec, *, font_paths: Sequence[str] | None = None) -> 
         image = Image.new("L", big, 0)
         return image, ImageDraw.Draw(image)
 
-    # Lay out again with the label's real width in this font, so that the group of logo and
-    # label is centred and the margins hold whatever the estimate said.
-    raqm = features.check("raqm")
-    direction = "rtl" if spec.locale in RTL_LOCALES and raqm else None
-    font = None
-    layout = _layout(spec)
-    if spec.kind != "logo":
-        nominal = px(layout.font_size)
-        font = _load_font(nominal, spec.locale, font_paths)
-        measured = font.getlength(spec.label, direction=direction)
-        layout = _layout(spec, text_em=measured / nominal if measured > 0 else None)
-        if not math.isclose(layout.font_size, nominal / factor, rel_tol=1e-6):
-            font = _load_font(px(layout.font_size), spec.locale, font_paths)
+    direction = "rtl" if spec.locale in RTL_LOCALES and features.check("raqm") else None
+    layout, font = _png_layout(spec, factor, direction, font_paths)
 
     box = (0.0, 0.0, big[0] - 1.0, big[1] - 1.0)
     background, draw = mask()

@@ -100,22 +100,7 @@ def build_sandbox_app(
         control_api=control_api,
     )
     emulator = emulator_app.state.emulator
-    team = emulator.default_team
-    settings = load_settings(
-        data_dir=data_dir,
-        environ={},
-        overrides={
-            "mode": "sandbox",
-            "public_url": public_url,
-            "apple_base_url": public_url + APPLE_PREFIX,
-            "team_id": team.team_id,
-            "key_id": team.key_id,
-            "private_key": Secret(team.private_key_pem),
-            "client_id": team.services_id,
-            "app_ids": (team.app_id,),
-            **(overrides or {}),
-        },
-    )
+    settings = _sandbox_settings(data_dir, public_url, emulator.default_team, overrides)
     register_with_emulator(emulator, settings)
     emulator.set_notification_url(settings.notification_url)
 
@@ -149,6 +134,28 @@ def build_sandbox_app(
         emulator_app=emulator_app,
         settings=settings,
         transport=transport,
+    )
+
+
+def _sandbox_settings(
+    data_dir: Path, public_url: str, team: Any, overrides: Mapping[str, Any] | None
+) -> Settings:
+    """The service's settings in sandbox mode: the emulator's default team as Apple's
+    credentials, then ``overrides``."""
+    return load_settings(
+        data_dir=data_dir,
+        environ={},
+        overrides={
+            "mode": "sandbox",
+            "public_url": public_url,
+            "apple_base_url": public_url + APPLE_PREFIX,
+            "team_id": team.team_id,
+            "key_id": team.key_id,
+            "private_key": Secret(team.private_key_pem),
+            "client_id": team.services_id,
+            "app_ids": (team.app_id,),
+            **(overrides or {}),
+        },
     )
 
 

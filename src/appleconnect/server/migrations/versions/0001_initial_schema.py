@@ -17,7 +17,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _create_independent_tables()
+    _create_users_and_tokens()
+    _create_requests_and_sessions()
 
+
+def _create_independent_tables() -> None:
+    """The tables that reference no other: admin links, API keys, audit, outbox, settings."""
     op.create_table(
         "admin_login_tokens",
         sa.Column("token_hash", sa.String(length=64), nullable=False),
@@ -90,6 +96,9 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_settings")),
     )
+
+
+def _create_users_and_tokens() -> None:
     op.create_table(
         "users",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -136,6 +145,8 @@ def upgrade() -> None:
         )
         batch_op.create_index(batch_op.f("ix_apple_tokens_user_id"), ["user_id"], unique=False)
 
+
+def _create_requests_and_sessions() -> None:
     op.create_table(
         "auth_requests",
         sa.Column("id", sa.Integer(), nullable=False),
