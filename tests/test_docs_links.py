@@ -52,17 +52,11 @@ FORBIDDEN_PATTERNS = (
 )
 
 
-# Parts whose comments are rewritten separately (they are being restructured at the same time);
-# this list shrinks to nothing.
-PENDING: tuple[str, ...] = ()
-
-
 def _scanned_files() -> Iterator[Path]:
     yield ROOT / "README.md"
     for name in SCANNED_DIRS:
         for path in sorted((ROOT / name).rglob("*")):
-            relative = path.relative_to(ROOT).as_posix()
-            if path.is_file() and path.suffix in TEXT_SUFFIXES and not relative.startswith(PENDING):
+            if path.is_file() and path.suffix in TEXT_SUFFIXES:
                 yield path
 
 
