@@ -25,7 +25,7 @@ PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
-log = logging.getLogger("appleconnect.server")
+log = logging.getLogger(__name__)
 
 
 def _narrow(path: Path, allowed: int) -> None:

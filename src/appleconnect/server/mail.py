@@ -13,9 +13,9 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from . import store
 from .db import DbSession
 from .models import OutboxMail, User, utcnow
 from .settings import Settings
@@ -84,23 +84,12 @@ async def deliver_pending(
         return 0
     sent = 0
     async with sessions() as db:
-        ids = (
-            await db.scalars(
-                select(OutboxMail.id)
-                .where(OutboxMail.status == "pending", OutboxMail.attempts < MAX_ATTEMPTS)
-                .order_by(OutboxMail.id)
-                .limit(limit)
-            )
-        ).all()
+        ids = await store.pending_mail_ids(db=db, max_attempts=MAX_ATTEMPTS, limit=limit)
     for mail_id in ids:
         async with sessions() as db:
-            claimed = await db.execute(
-                update(OutboxMail)
-                .where(OutboxMail.id == mail_id, OutboxMail.status == "pending")
-                .values(status="sending", attempts=OutboxMail.attempts + 1)
-            )
+            claimed = await store.claim_mail(db=db, mail_id=mail_id)
             await db.commit()
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            if not claimed:
                 continue
             mail = await db.get(OutboxMail, mail_id)
             assert mail is not None

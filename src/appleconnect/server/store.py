@@ -621,6 +621,29 @@ async def recent_audit_events(
     return (await db.scalars(query)).all()
 
 
+async def pending_mail_ids(*, db: DbSession, max_attempts: int, limit: int) -> Sequence[int]:
+    """The oldest queued emails that may be tried again (fewer than ``max_attempts`` so far)."""
+    query = (
+        select(OutboxMail.id)
+        .where(OutboxMail.status == "pending", OutboxMail.attempts < max_attempts)
+        .order_by(OutboxMail.id)
+        .limit(limit)
+    )
+    return (await db.scalars(query)).all()
+
+
+async def claim_mail(*, db: DbSession, mail_id: int) -> bool:
+    """Mark a queued email ``sending`` and count the attempt; ``False`` when another process
+    claimed it first (the conditional UPDATE is the lock)."""
+    claimed = await _rows_changed(
+        db,
+        update(OutboxMail)
+        .where(OutboxMail.id == mail_id, OutboxMail.status == "pending")
+        .values(status="sending", attempts=OutboxMail.attempts + 1),
+    )
+    return claimed == 1
+
+
 async def recent_mails(*, db: DbSession, limit: int = 200) -> Sequence[OutboxMail]:
     """The newest outgoing emails first (sent, waiting or failed)."""
     return (await db.scalars(select(OutboxMail).order_by(OutboxMail.id.desc()).limit(limit))).all()
