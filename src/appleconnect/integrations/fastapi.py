@@ -42,8 +42,9 @@ from ._records import AppleAccount
 logger = logging.getLogger(__name__)
 
 
-def get_apple_sign_in(request: Request) -> AppleSignIn:
-    """The app's :class:`AppleSignIn` (``app.state.apple_sign_in``)."""
+async def get_apple_sign_in(request: Request) -> AppleSignIn:
+    """The app's :class:`AppleSignIn` (``app.state.apple_sign_in``); a coroutine function, so
+    that FastAPI does not send it to its thread pool."""
     sign_in = getattr(request.app.state, "apple_sign_in", None)
     if not isinstance(sign_in, AppleSignIn):
         raise RuntimeError("Set app.state.apple_sign_in = AppleSignIn(...) before serving.")
