@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import socket
 import time
 
 import httpx
@@ -274,6 +275,21 @@ async def test_async_tests_use_the_async_client(apple_emulator: AppleEmulator) -
         )
         identity = await apple.verify_identity_token(tokens.id_token, nonce=NONCE)
     assert identity.email == "maria.ruiz@example.com"
+
+
+def test_reset_with_a_delivery_still_in_flight(apple_emulator: AppleEmulator) -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        apple_emulator.sign_in()
+        apple_emulator.set_notification_url(f"http://127.0.0.1:{silent.getsockname()[1]}/apple")
+        answer = httpx.post(
+            f"{apple_emulator.base_url}/emulator/accounts/maria.ruiz@example.com/revoke-consent",
+            json={},  # no "wait": delivered in the background
+        )
+        assert [n["status"] for n in answer.json()["notifications"]] == ["pending"]
+        apple_emulator.reset()
+        assert apple_emulator.notifications() == []
 
 
 def test_isolation_1_change_everything(apple_emulator: AppleEmulator) -> None:
