@@ -159,3 +159,16 @@ async def test_production_sends_hsts_and_host_prefixed_cookies(production: Env) 
     panel = await production.http.get("/admin")
     assert panel.status_code == 200  # the panel reads the prefixed cookie
     assert panel.headers["strict-transport-security"] == HSTS
+
+
+async def test_an_unexpected_error_page_has_the_headers_too(env: Env) -> None:
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    env.sandbox.service_app.add_api_route("/boom", boom)
+    transport = httpx.ASGITransport(app=env.sandbox.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
+        response = await http.get("/boom", headers={"accept": "text/html"})
+    assert response.status_code == 500
+    assert "Something went wrong on our side." in response.text
+    assert_private(response)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from .admin.pages import page
 from .errors import AdminRequired, Forbidden, ServiceError, error_body
+from .headers import add_security_headers
 from .html import templates
 
 __all__ = ["error_response", "install", "wants_json"]
@@ -81,10 +82,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s", request.url.path)
-    return error_response(
+    response = error_response(
         request,
         ServiceError("internal_error", "Something went wrong on our side.", status=500),
     )
+    # Starlette answers this one outside every middleware, SecurityHeaders included.
+    container = getattr(request.app.state, "container", None)
+    production = container is not None and not container.settings.sandbox
+    add_security_headers(response.headers, production=production)
+    return response
 
 
 async def _admin_required(request: Request, _exc: Exception) -> Response:

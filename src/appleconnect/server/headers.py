@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .container import ServiceContainer
 
-__all__ = ["HSTS", "PAGE_POLICY", "SecurityHeaders"]
+__all__ = ["HSTS", "PAGE_POLICY", "SecurityHeaders", "add_security_headers"]
 
 PAGE_POLICY = (
     "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; form-action 'self'; "
