@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from . import store
 from .apple import AppleGateway
 from .db import DbSession, create_engine, migrate, session_factory
+from .health import DatabaseHealth, is_database_unavailable
 from .ratelimit import RateLimiter
 from .security import Encryptor, load_encryptor
 from .settings import Settings
@@ -41,6 +42,7 @@ class ServiceContainer:
     encryptor: Encryptor
     outbound: httpx.AsyncClient
     limiter: RateLimiter
+    health: DatabaseHealth = field(default_factory=DatabaseHealth)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Any) -> None:
@@ -83,6 +85,7 @@ async def open_container(
         outbound=outbound,
         limiter=RateLimiter(settings, time.time),
     )
+    service.health.watch(engine)
     async with sessions() as db:
         await store.purge_expired(db=db)
         await db.commit()
@@ -101,8 +104,11 @@ async def _housekeeping(service: ServiceContainer) -> None:
             async with service.sessions() as db:
                 await store.purge_expired(db=db)
                 await db.commit()
-        except Exception:  # a database hiccup must not end the loop
-            log.exception("housekeeping failed")
+        except Exception as exc:  # a database hiccup must not end the loop
+            if is_database_unavailable(exc):
+                service.health.failed(exc)
+            else:
+                log.exception("housekeeping failed")
 
 
 async def close_container(service: ServiceContainer) -> None:

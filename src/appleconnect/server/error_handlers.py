@@ -9,15 +9,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+import asyncpg  # type: ignore[import-untyped]
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from .admin.pages import page
+from .container import ServiceContainer
 from .errors import AdminRequired, Forbidden, ServiceError, error_body
 from .headers import add_security_headers
+from .health import database_unavailable, is_database_unavailable
 from .html import templates
 
 __all__ = ["error_response", "install", "wants_json"]
@@ -93,6 +97,22 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    """Errors of the database layer: 503 ``database_unavailable`` while the database cannot be
+    reached (logged once per outage, by :class:`.health.DatabaseHealth`), else a 500.
+
+    Unlike the catch-all, this handler does not re-raise: the connection stays open and the
+    server logs no traceback per request.
+    """
+    if not is_database_unavailable(exc):
+        return await _unexpected(request, exc)
+    container: ServiceContainer | None = getattr(request.app.state, "container", None)
+    if container is not None:
+        container.health.failed(exc)
+        container.health.unavailable_answers += 1
+    return error_response(request, database_unavailable())
+
+
 async def _admin_required(request: Request, _exc: Exception) -> Response:
     if request.method == "GET":
         return page(request, "signed_out.html", {}, status=401)
@@ -113,6 +133,12 @@ HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Respons
     RequestValidationError: _validation_error,
     StarletteHTTPException: _http_error,
     Exception: _unexpected,
+    # The errors a database outage raises: the driver's connect error (a socket error),
+    # SQLAlchemy's wrapper around the driver's errors, and asyncpg's own errors at connect.
+    SQLAlchemyError: _database_error,
+    OSError: _database_error,
+    asyncpg.PostgresError: _database_error,
+    asyncpg.InterfaceError: _database_error,
     AdminRequired: _admin_required,
     Forbidden: _forbidden,
 }

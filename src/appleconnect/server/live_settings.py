@@ -7,7 +7,8 @@ process checks the stamp at most every :data:`CHECK_INTERVAL` seconds, before ha
 and when it changed it loads the stored values, lays them over the settings the process started
 with (configuration file and environment), validates the result and applies it. So a change made
 in one process reaches the others within about a second, and the process that made it applies it
-at once.
+at once. When the stored settings cannot be read (the database is away), the settings in force
+stay, and the next check comes after the same interval: never a failed request for it.
 
 Applying means swapping, never editing: the result is a new frozen :class:`Settings` that
 replaces ``ServiceContainer.settings``, which every route reads afresh on each request. When an
@@ -35,6 +36,7 @@ from sqlalchemy import select
 from .apple import AppleGateway
 from .container import ServiceContainer
 from .db import DbSession
+from .health import is_database_unavailable
 from .models import SettingValue, utcnow
 from .security import Encryptor
 from .settings import Secret, Settings, SettingsError
@@ -120,6 +122,7 @@ class LiveSettings:
     checked_at: float = float("-inf")
     interval: float = CHECK_INTERVAL
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_error: str = ""
 
     def source(self, name: str) -> str:
         """``"panel"`` when the admin panel set ``name``, else ``"configuration"``."""
@@ -157,15 +160,40 @@ class LiveSettings:
         async with self.lock:
             if not force and now - self.checked_at < self.interval:
                 return
-            async with service.sessions() as db:
-                version = await db.scalar(
-                    select(SettingValue.value).where(SettingValue.key == VERSION_KEY)
-                )
+            try:
+                loaded = await self._read(service, force=force)
+            except Exception as exc:
+                if force:  # the admin panel saved just now: its request reports the error
+                    raise
+                # Keep the settings in force and try again after the interval, not per request.
                 self.checked_at = time.monotonic()
-                if version == self.version and not force:
-                    return
-                overrides, extras = await _load(db, service.encryptor)
-            self._apply(service, overrides, extras, version)
+                self._failed(service, exc)
+                return
+            if loaded is not None:
+                self._apply(service, *loaded)
+
+    async def _read(
+        self, service: ServiceContainer, *, force: bool
+    ) -> tuple[dict[str, Any], dict[str, Any], str | None] | None:
+        """The stored settings and their version; None when the version did not change."""
+        async with service.sessions() as db:
+            version = await db.scalar(
+                select(SettingValue.value).where(SettingValue.key == VERSION_KEY)
+            )
+            self.checked_at = time.monotonic()
+            if version == self.version and not force:
+                return None
+            overrides, extras = await _load(db, service.encryptor)
+        return overrides, extras, version
+
+    def _failed(self, service: ServiceContainer, exc: Exception) -> None:
+        if is_database_unavailable(exc):
+            service.health.failed(exc)  # logs once per outage
+            return
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self.last_error:  # once per distinct error, not once per interval
+            self.last_error = message
+            log.error("the stored settings cannot be read; the current ones stay: %s", message)
 
     def _apply(
         self,

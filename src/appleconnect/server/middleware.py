@@ -18,7 +18,13 @@ from .error_handlers import error_response
 from .errors import ServiceError, error_body
 from .live_settings import LiveSettings
 
-__all__ = ["NOT_CONFIGURED_PATHS", "BodyLimit", "NotConfiguredGate", "SettingsMiddleware"]
+__all__ = [
+    "NOT_CONFIGURED_PATHS",
+    "NO_DATABASE_PATHS",
+    "BodyLimit",
+    "NotConfiguredGate",
+    "SettingsMiddleware",
+]
 
 
 class BodyLimit:
@@ -88,6 +94,10 @@ class NotConfiguredGate:
         await self.app(scope, receive, send)
 
 
+NO_DATABASE_PATHS = ("/healthz",)
+"""Paths answered without the database, not even to check for changed settings (liveness)."""
+
+
 class SettingsMiddleware:
     """Before each request, apply settings that another process (or this one) changed."""
 
@@ -96,7 +106,7 @@ class SettingsMiddleware:
         self.live = live
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"] not in NO_DATABASE_PATHS:
             service: ServiceContainer | None = getattr(scope["app"].state, "container", None)
             if service is not None:
                 await self.live.refresh(service)
