@@ -3,8 +3,9 @@ lifespan (``create_app``) or once per command, and closed with it.
 
 It holds the settings in force (replaced, never edited, by :mod:`.live_settings`), the database
 engine and its session factory, the gateway to Apple, the encryptor of stored secrets, the
-outbound HTTP client, the rate limiter, and the background tasks (housekeeping, forwarded
-sign-ins, delayed closing of a replaced Apple gateway).
+outbound HTTP client, the rate limiter, the database's health (:mod:`.health`), and the
+background tasks (housekeeping, the outbox's worker, forwarded sign-ins, delayed closing of a
+replaced Apple gateway).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from . import store
 from .apple import AppleGateway
 from .db import DbSession, create_engine, migrate, session_factory
 from .health import DatabaseHealth, is_database_unavailable
+from .outbox import OutboxWorker
 from .ratelimit import RateLimiter
 from .security import Encryptor, load_encryptor
 from .settings import Settings
@@ -43,6 +45,7 @@ class ServiceContainer:
     outbound: httpx.AsyncClient
     limiter: RateLimiter
     health: DatabaseHealth = field(default_factory=DatabaseHealth)
+    outbox: OutboxWorker | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Any) -> None:
@@ -90,6 +93,8 @@ async def open_container(
         await store.purge_expired(db=db)
         await db.commit()
     service.spawn(_housekeeping(service))
+    service.outbox = OutboxWorker(sessions, lambda: service.settings, service.health)
+    service.spawn(service.outbox.run())
     return service
 
 

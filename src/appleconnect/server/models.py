@@ -204,10 +204,16 @@ class OutboxMail(Base):
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, sent, failed, outbox
+    # outbox (no SMTP server), pending, sending, sent, failed (gave up), discarded
+    status: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)
+    # When a pending mail is due (None: now); the lease of the process sending it ("sending"),
+    # and that process's random claim, so that only it records the outcome.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim: Mapped[str | None] = mapped_column(String(32))
 
 
 class AdminLoginToken(Base):

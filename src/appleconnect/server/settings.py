@@ -122,6 +122,13 @@ class Settings:
     smtp_username: str = ""
     smtp_password: Secret = field(default_factory=lambda: Secret(""))
     smtp_timeout: float = 10.0
+    # The outbox's delivery: retries after mail_retry_base seconds, doubling up to
+    # mail_retry_max, until mail_max_attempts; a process sending a mail holds it for mail_lease
+    # seconds, after which another process may send it (docs/service.md#the-email-outbox).
+    mail_retry_base: float = 60.0
+    mail_retry_max: float = 21_600.0
+    mail_max_attempts: int = 12
+    mail_lease: float = 300.0
 
     # Limits.
     max_body_bytes: int = 65_536
@@ -198,6 +205,16 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def _check_mail(self) -> None:
+        for name in ("smtp_timeout", "mail_retry_base", "mail_retry_max", "mail_max_attempts"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name}: must be a positive number.")
+        if self.mail_lease < 2 * self.smtp_timeout:
+            raise SettingsError(
+                "mail_lease: must be at least twice smtp_timeout, so that a mail is not sent "
+                "by another process while this one is still sending it."
+            )
+
     def validate(self, *, apple: bool = True) -> None:
         """Raise :class:`SettingsError` naming the first setting that is wrong.
 
@@ -242,6 +259,7 @@ class Settings:
             raise SettingsError("keys_refetch_interval: must be 0 to 3600 seconds.")
         if not 0 <= self.keys_failure_backoff <= 600:
             raise SettingsError("keys_failure_backoff: must be 0 to 600 seconds.")
+        self._check_mail()
         if not 1 <= self.rate_limit_window <= 86_400:
             raise SettingsError("rate_limit_window: must be 1 to 86400 seconds.")
         for name in ("rate_limit_per_ip", "rate_limit_per_key"):

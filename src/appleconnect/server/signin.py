@@ -34,7 +34,7 @@ from . import store
 from .apple import TokenResult
 from .container import ServiceContainer
 from .errors import ServiceError
-from .mail import deliver_pending, queue_welcome
+from .mail import queue_welcome
 from .models import User, utcnow
 
 log = logging.getLogger(__name__)
@@ -242,8 +242,8 @@ async def _record_sign_in(
         )
         mail = queue_welcome(db=db, settings=settings, user=user) if created else None
         await db.commit()
-    if mail is not None and settings.smtp_host:
-        service.spawn(deliver_pending(sessions=service.sessions, settings=settings))
+    if mail is not None and service.outbox is not None:
+        service.outbox.wake()
     return SignInResult(
         user=user,
         created=created,

@@ -1,4 +1,4 @@
-"""The read-only records: the audit log, Apple's notifications and the email outbox."""
+"""The read-only records: the audit log and Apple's notifications."""
 
 from __future__ import annotations
 
@@ -43,10 +43,3 @@ async def notifications_page(
             db=db, actor="apple", events=NOTIFICATION_EVENTS, limit=LIMIT
         )
     return page(request, "notifications.html", {"events": events})
-
-
-@router.get("/outbox")
-async def outbox_page(request: Request, _admin: AdminSession, service: ContainerDep) -> Response:
-    async with service.sessions() as db:
-        mails = await store.recent_mails(db=db, limit=LIMIT)
-    return page(request, "outbox.html", {"mails": mails})

@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from ..container import ServiceContainer
 from ..deps import AdminForm, AdminSession, ContainerDep, get_container, get_live_settings
-from ..mail import _send
+from ..mail import send_mail
 from ..models import OutboxMail, utcnow
 from ..settings import Secret, Settings, SettingsError
 from .pages import audit, form_text, page, save_settings
@@ -130,7 +130,7 @@ async def send_test_email(
     if not settings.mail_from:
         return False, "Set the sender address (From) first."
     try:
-        await asyncio.to_thread(_send, settings, mail)
+        await asyncio.to_thread(send_mail, settings, mail)
     except (OSError, smtplib.SMTPException) as exc:
         return False, f"Sending failed: {exc}"
     return True, f"Sent to {to} through {settings.smtp_host}:{settings.smtp_port}."

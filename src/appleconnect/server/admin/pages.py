@@ -29,6 +29,9 @@ MESSAGES = {
     "deleted": "The user was deleted.",
     "revoked": "The API key was revoked.",
     "signed_out": "You are signed out of the admin panel.",
+    "retry": "The email will be sent again now.",
+    "discarded": "The email was discarded; it will not be sent.",
+    "unchanged": "Nothing was changed: the email is being sent, was sent or was discarded.",
 }
 
 
