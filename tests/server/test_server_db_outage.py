@@ -19,10 +19,13 @@ import httpx
 import pytest
 from pg_cluster import ThrowawayCluster, find_bindir
 from server_helpers import free_port, wait_for
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from appleconnect.server import store
+from appleconnect.server.app import create_app
 from appleconnect.server.db import session_factory
+from appleconnect.server.settings import Secret, Settings
 
 pytestmark = pytest.mark.slow
 
@@ -250,3 +253,51 @@ async def test_database_restart_and_outage_under_load(
     assert 2 <= down <= 4, log[-3000:]
     assert up == down
     assert service.process.poll() is None
+
+
+async def test_healthz_and_the_settings_refresh_while_the_database_is_stopped(
+    tmp_path: Path, cluster: ThrowawayCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(
+        mode="sandbox",
+        data_dir=tmp_path,
+        database_url=cluster.url("appleconnect"),
+        client_id="com.example.web",
+        client_secret=Secret("made-by-hand"),
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http,
+    ):
+        container = app.state.container
+        live = app.state.live_settings
+        attempts: list[int] = []
+        event.listen(container.engine.sync_engine, "do_connect", lambda *a: attempts.append(1))
+        in_force = container.settings
+        await asyncio.to_thread(cluster.stop)
+        try:
+            for _ in range(20):
+                assert (await http.get("/healthz")).json() == {"status": "ok"}
+            assert attempts == []  # liveness never touched the database
+            live.checked_at = float("-inf")  # the interval has passed
+            for _ in range(5):
+                await live.refresh(container)  # the first one tries, the others wait
+            assert len(attempts) == 1
+            assert container.settings is in_force
+            assert not container.health.available
+            page = await http.get(
+                "/", headers={"accept": "text/html", "cookie": "appleconnect_session=acs_x"}
+            )
+            assert page.status_code == 503
+            assert page.headers["retry-after"] == "5"
+            assert len(attempts) == 2  # the page's own query, not a new settings check
+        finally:
+            await asyncio.to_thread(cluster.start)
+        live.checked_at = float("-inf")
+        await live.refresh(container)
+        assert container.health.available
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("database unavailable (")]) == 1
+    assert len([m for m in messages if m.startswith("database available again after")]) == 1
