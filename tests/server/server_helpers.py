@@ -17,6 +17,7 @@ import httpx
 
 from appleconnect.sandbox import Sandbox, build_sandbox_app
 from appleconnect.server import store
+from appleconnect.server.models import OutboxMail, utcnow
 
 PUBLIC_URL = "http://127.0.0.1:8000"
 
@@ -136,3 +137,41 @@ async def open_env(data_dir: Path, overrides: Mapping[str, Any]) -> AsyncIterato
             key = await store.create_api_key(db=db, name="tests")
             await db.commit()
         yield Env(sandbox=sandbox, http=http, api_key=key)
+
+
+def identity(sub: str, email: str) -> store.Identity:
+    """A verified Apple identity with ``sub`` and ``email``, for seeding users directly."""
+    return store.Identity(
+        sub=sub,
+        email=email,
+        email_verified=True,
+        is_private_email=False,
+        transfer_sub=None,
+        claims={},
+    )
+
+
+class Inbox:
+    """An SMTP server's handler (aiosmtpd) that records every message it accepted."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope)
+        return "250 OK"
+
+    def recipients(self) -> list[str]:
+        return sorted(r for m in self.messages for r in m.rcpt_tos)
+
+
+def pending_mail(to: str, body: str = "Hello") -> OutboxMail:
+    """A welcome mail waiting in the outbox for its first attempt."""
+    return OutboxMail(
+        to_address=to,
+        subject="Welcome",
+        body=body,
+        created_at=utcnow(),
+        status="pending",
+        attempts=0,
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from click.testing import CliRunner
+from server_helpers import identity
 
 from appleconnect.server.commands import COMMANDS
 
@@ -69,14 +70,7 @@ def test_users_commands(tmp_path: Path) -> None:
         async with session_factory(engine)() as db:
             await store.upsert_user(
                 db=db,
-                identity=store.Identity(
-                    sub="001234.abc.0001",
-                    email="a@example.com",
-                    email_verified=True,
-                    is_private_email=False,
-                    transfer_sub=None,
-                    claims={},
-                ),
+                identity=identity("001234.abc.0001", "a@example.com"),
                 client_id="com.example.web",
                 default_role="subscriber",
                 first_name="Ann",

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pg_cluster import ThrowawayCluster, find_bindir
-from server_helpers import free_port, wait_for
+from server_helpers import free_port, identity, wait_for
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -96,14 +96,7 @@ async def session_cookie(database_url: str) -> str:
         async with session_factory(engine)() as db:
             user, _created = await store.upsert_user(
                 db=db,
-                identity=store.Identity(
-                    sub="001234.outage",
-                    email="maria.ruiz@example.com",
-                    email_verified=True,
-                    is_private_email=False,
-                    transfer_sub=None,
-                    claims={},
-                ),
+                identity=identity("001234.outage", "maria.ruiz@example.com"),
                 client_id="com.example.web",
                 default_role="subscriber",
                 first_name="Maria",

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import PUBLIC_URL, Env
+from server_helpers import PUBLIC_URL, Env, Inbox
 from sqlalchemy import select
 
 from appleconnect.sandbox import build_sandbox_app
@@ -18,15 +18,6 @@ from appleconnect.server import store
 from appleconnect.server.models import OutboxMail
 
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(envelope)
-        return "250 OK"
 
 
 @pytest.mark.parametrize("smtp", [True, False], ids=["smtp", "outbox"])

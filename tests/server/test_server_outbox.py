@@ -7,20 +7,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from server_helpers import PUBLIC_URL, Env, free_port
+from server_helpers import Env, Inbox, free_port, open_env, pending_mail
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 from test_admin_panel import events, login
 
-from appleconnect.sandbox import build_sandbox_app
-from appleconnect.server import store
 from appleconnect.server.db import session_factory
 from appleconnect.server.health import DatabaseHealth
 from appleconnect.server.models import OutboxMail, utcnow
@@ -39,20 +35,6 @@ SMTP_SETTINGS: dict[str, Any] = {
     "mail_retry_base": 0.2,
     "mail_retry_max": 0.5,
 }
-
-
-class Inbox:
-    """An SMTP server's handler that records every message it accepted."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(envelope)
-        return "250 OK"
-
-    def recipients(self) -> list[str]:
-        return sorted(r for m in self.messages for r in m.rcpt_tos)
 
 
 class SmtpServer:
@@ -83,25 +65,6 @@ async def wait_until(check: Callable[[], Any], what: str, seconds: float = 20.0)
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@asynccontextmanager
-async def sandbox(tmp_path: Path, database_url: str, **overrides: Any) -> AsyncIterator[Env]:
-    app = build_sandbox_app(
-        tmp_path / "data",
-        public_url=PUBLIC_URL,
-        overrides={"database_url": database_url, **overrides},
-    )
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(app.app.router.lifespan_context(app.app))
-        http = await stack.enter_async_context(
-            httpx.AsyncClient(transport=app.transport, base_url=PUBLIC_URL)
-        )
-        service = app.service_app.state.container
-        async with service.sessions() as db:
-            key = await store.create_api_key(db=db, name="t")
-            await db.commit()
-        yield Env(sandbox=app, http=http, api_key=key)
-
-
 async def mails(env_or_sessions: Any) -> list[OutboxMail]:
     sessions = getattr(env_or_sessions, "service", None)
     sessions = sessions.sessions if sessions is not None else env_or_sessions
@@ -130,7 +93,9 @@ async def test_mail_queued_while_smtp_is_down_is_delivered_once_when_it_is_back(
     smtp = SmtpServer(inbox)  # not started: connections are refused
     people = ["maria.ruiz@example.com", "li.wei@example.com", "sam.okafor@example.com"]
     try:
-        async with sandbox(tmp_path, database_url, smtp_port=smtp.port, **SMTP_SETTINGS) as env:
+        async with open_env(
+            tmp_path, {"database_url": database_url, "smtp_port": smtp.port, **SMTP_SETTINGS}
+        ) as env:
             for account in people:
                 native = await env.native_code(account=account, name="Maria Ruiz")
                 response = await env.http.post(
@@ -169,9 +134,8 @@ async def test_a_mail_gives_up_after_the_maximum_attempts(
     tmp_path: Path, database_url: str
 ) -> None:
     smtp = SmtpServer(Inbox())
-    async with sandbox(
-        tmp_path, database_url, smtp_port=smtp.port, **{**SMTP_SETTINGS, "mail_max_attempts": 2}
-    ) as env:
+    overrides = {"database_url": database_url, "smtp_port": smtp.port, **SMTP_SETTINGS}
+    async with open_env(tmp_path, {**overrides, "mail_max_attempts": 2}) as env:
         native = await env.native_code(name="Maria Ruiz")
         response = await env.http.post(
             "/api/apple_connect",
@@ -196,17 +160,7 @@ def _worker_settings(port: int, **changes: Any) -> Settings:
 
 async def _queue(sessions: Any, count: int) -> None:
     async with sessions() as db:
-        for n in range(count):
-            db.add(
-                OutboxMail(
-                    to_address=f"user{n}@example.com",
-                    subject="Welcome",
-                    body="Hello",
-                    created_at=utcnow(),
-                    status="pending",
-                    attempts=0,
-                )
-            )
+        db.add_all(pending_mail(f"user{n}@example.com") for n in range(count))
         await db.commit()
 
 
@@ -217,7 +171,7 @@ async def test_two_processes_never_send_one_mail_twice(tmp_path: Path, database_
     # Two engines and two workers over one database: what two processes have.
     engines = [create_async_engine(database_url) for _ in range(2)]
     try:
-        async with sandbox(tmp_path, database_url):  # creates the schema
+        async with open_env(tmp_path, {"database_url": database_url}):  # creates the schema
             pass
         sessions = [session_factory(e) for e in engines]
         await _queue(sessions[0], 30)
@@ -243,7 +197,7 @@ async def test_a_claim_that_expired_is_taken_over_and_the_late_outcome_ignored(
     smtp.start()
     engine = create_async_engine(database_url)
     try:
-        async with sandbox(tmp_path, database_url):
+        async with open_env(tmp_path, {"database_url": database_url}):
             pass
         sessions = session_factory(engine)
         await _queue(sessions, 1)

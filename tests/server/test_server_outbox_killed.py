@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_helpers import free_port, wait_for
+from server_helpers import free_port, pending_mail, wait_for
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -105,16 +105,7 @@ async def queue_one(database_url: str) -> None:
     try:
         await migrate(engine)
         async with session_factory(engine)() as db:
-            db.add(
-                OutboxMail(
-                    to_address="maria.ruiz@example.com",
-                    subject="Welcome",
-                    body="Hello Maria",
-                    created_at=utcnow(),
-                    status="pending",
-                    attempts=0,
-                )
-            )
+            db.add(pending_mail("maria.ruiz@example.com", "Hello Maria"))
             await db.commit()
     finally:
         await engine.dispose()
