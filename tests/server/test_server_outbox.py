@@ -94,7 +94,14 @@ async def test_mail_queued_while_smtp_is_down_is_delivered_once_when_it_is_back(
     people = ["maria.ruiz@example.com", "li.wei@example.com", "sam.okafor@example.com"]
     try:
         async with open_env(
-            tmp_path, {"database_url": database_url, "smtp_port": smtp.port, **SMTP_SETTINGS}
+            tmp_path,
+            # Enough attempts that a slow machine cannot use them up before the server is back.
+            {
+                "database_url": database_url,
+                "smtp_port": smtp.port,
+                **SMTP_SETTINGS,
+                "mail_max_attempts": 1000,
+            },
         ) as env:
             for account in people:
                 native = await env.native_code(account=account, name="Maria Ruiz")
