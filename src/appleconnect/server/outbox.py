@@ -25,19 +25,18 @@ import logging
 import secrets
 import smtplib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from . import store
 from .db import DbSession
 from .health import DatabaseHealth, is_database_unavailable
 from .mail import send_mail
 from .models import OutboxMail, utcnow
 from .settings import Settings
-from .store import _rows_changed as _changed
 
-__all__ = ["POLL_INTERVAL", "OutboxWorker", "backoff", "discard", "retry_now"]
+__all__ = ["POLL_INTERVAL", "OutboxWorker", "backoff"]
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +49,6 @@ def backoff(attempts: int, settings: Settings) -> float:
     """Seconds to wait after the ``attempts``-th failed attempt: the base, then twice as
     long each time, up to the maximum."""
     return float(min(settings.mail_retry_max, settings.mail_retry_base * 2 ** (attempts - 1)))
-
-
-def _due(now: datetime) -> ColumnElement[bool]:
-    """A mail a worker may claim now: pending and due, or sending with an expired lease."""
-    return or_(
-        and_(
-            OutboxMail.status == "pending",
-            or_(OutboxMail.next_attempt_at.is_(None), OutboxMail.next_attempt_at <= now),
-        ),
-        and_(
-            OutboxMail.status == "sending",
-            or_(OutboxMail.claimed_until.is_(None), OutboxMail.claimed_until <= now),
-        ),
-    )
 
 
 class OutboxWorker:
@@ -109,11 +94,7 @@ class OutboxWorker:
         if not settings.smtp_host:
             return POLL_INTERVAL
         async with self.sessions() as db:
-            ids = (
-                await db.scalars(
-                    select(OutboxMail.id).where(_due(utcnow())).order_by(OutboxMail.id).limit(BATCH)
-                )
-            ).all()
+            ids = await store.due_mail_ids(db=db, now=utcnow(), limit=BATCH)
         for mail_id in ids:
             await self._deliver_shielded(mail_id, settings)
         if len(ids) == BATCH:
@@ -134,34 +115,20 @@ class OutboxWorker:
 
     async def _next_due(self) -> float:
         async with self.sessions() as db:
-            pending = await db.scalar(
-                select(func.min(OutboxMail.next_attempt_at)).where(OutboxMail.status == "pending")
-            )
-            leased = await db.scalar(
-                select(func.min(OutboxMail.claimed_until)).where(OutboxMail.status == "sending")
-            )
-        now = utcnow()
-        waits = [(t - now).total_seconds() for t in (pending, leased) if t is not None]
-        return max(0.05, min([POLL_INTERVAL, *waits]))
+            due = await store.next_mail_due(db=db)
+        if due is None:
+            return POLL_INTERVAL
+        return max(0.05, min(POLL_INTERVAL, (due - utcnow()).total_seconds()))
 
     async def claim(self, mail_id: int, settings: Settings) -> str | None:
         """Take ``mail_id`` for this process if it is due; returns the claim, or None."""
-        now = utcnow()
         token = secrets.token_hex(16)
         async with self.sessions() as db:
-            changed = await _changed(
-                db,
-                update(OutboxMail)
-                .where(OutboxMail.id == mail_id, _due(now))
-                .values(
-                    status="sending",
-                    claim=token,
-                    claimed_until=now + timedelta(seconds=settings.mail_lease),
-                    attempts=OutboxMail.attempts + 1,
-                ),
+            claimed = await store.claim_mail(
+                db=db, mail_id=mail_id, claim=token, now=utcnow(), lease=settings.mail_lease
             )
             await db.commit()
-        return token if changed == 1 else None
+        return token if claimed else None
 
     async def deliver_one(self, mail_id: int, settings: Settings) -> bool:
         """Claim, send and record one mail; returns whether this call sent it."""
@@ -207,37 +174,7 @@ class OutboxWorker:
 
     async def _record(self, mail_id: int, token: str, **values: object) -> None:
         async with self.sessions() as db:
-            changed = await _changed(
-                db,
-                update(OutboxMail)
-                .where(OutboxMail.id == mail_id, OutboxMail.claim == token)
-                .values(claim=None, claimed_until=None, **values),
-            )
+            recorded = await store.finish_mail(db=db, mail_id=mail_id, claim=token, **values)
             await db.commit()
-        if changed != 1:
+        if not recorded:
             log.warning("welcome email %s: its claim had expired; outcome not recorded", mail_id)
-
-
-async def retry_now(*, db: DbSession, mail_id: int) -> bool:
-    """Make a pending, failed or unsent (``outbox``) mail due now; caller commits.
-
-    Returns False when the mail is being sent, was sent or discarded, or does not exist.
-    """
-    changed = await _changed(
-        db,
-        update(OutboxMail)
-        .where(OutboxMail.id == mail_id, OutboxMail.status.in_(("pending", "failed", "outbox")))
-        .values(status="pending", next_attempt_at=None, attempts=0, error=None),
-    )
-    return changed == 1
-
-
-async def discard(*, db: DbSession, mail_id: int) -> bool:
-    """Never send a pending, failed or unsent mail (kept, as ``discarded``); caller commits."""
-    changed = await _changed(
-        db,
-        update(OutboxMail)
-        .where(OutboxMail.id == mail_id, OutboxMail.status.in_(("pending", "failed", "outbox")))
-        .values(status="discarded", next_attempt_at=None),
-    )
-    return changed == 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import aliased
@@ -621,27 +621,93 @@ async def recent_audit_events(
     return (await db.scalars(query)).all()
 
 
-async def pending_mail_ids(*, db: DbSession, max_attempts: int, limit: int) -> Sequence[int]:
-    """The oldest queued emails that may be tried again (fewer than ``max_attempts`` so far)."""
-    query = (
-        select(OutboxMail.id)
-        .where(OutboxMail.status == "pending", OutboxMail.attempts < max_attempts)
-        .order_by(OutboxMail.id)
-        .limit(limit)
+def _mail_due(now: datetime) -> ColumnElement[bool]:
+    """A mail a process may claim now: pending and due, or sending with an expired lease."""
+    return or_(
+        and_(
+            OutboxMail.status == "pending",
+            or_(OutboxMail.next_attempt_at.is_(None), OutboxMail.next_attempt_at <= now),
+        ),
+        and_(
+            OutboxMail.status == "sending",
+            or_(OutboxMail.claimed_until.is_(None), OutboxMail.claimed_until <= now),
+        ),
     )
+
+
+async def due_mail_ids(*, db: DbSession, now: datetime, limit: int) -> Sequence[int]:
+    """The oldest mails that may be claimed at ``now``."""
+    query = select(OutboxMail.id).where(_mail_due(now)).order_by(OutboxMail.id).limit(limit)
     return (await db.scalars(query)).all()
 
 
-async def claim_mail(*, db: DbSession, mail_id: int) -> bool:
-    """Mark a queued email ``sending`` and count the attempt; ``False`` when another process
-    claimed it first (the conditional UPDATE is the lock)."""
+async def next_mail_due(*, db: DbSession) -> datetime | None:
+    """The earliest time a pending mail is due or a lease expires (None: nothing waits)."""
+    pending = await db.scalar(
+        select(func.min(OutboxMail.next_attempt_at)).where(OutboxMail.status == "pending")
+    )
+    leased = await db.scalar(
+        select(func.min(OutboxMail.claimed_until)).where(OutboxMail.status == "sending")
+    )
+    times = [t for t in (pending, leased) if t is not None]
+    return min(times) if times else None
+
+
+async def claim_mail(
+    *, db: DbSession, mail_id: int, claim: str, now: datetime, lease: float
+) -> bool:
+    """Mark a due mail ``sending`` under ``claim`` until ``now + lease`` and count the attempt;
+    ``False`` when it is not due (another process claimed it first: the conditional UPDATE is
+    the lock)."""
     claimed = await _rows_changed(
         db,
         update(OutboxMail)
-        .where(OutboxMail.id == mail_id, OutboxMail.status == "pending")
-        .values(status="sending", attempts=OutboxMail.attempts + 1),
+        .where(OutboxMail.id == mail_id, _mail_due(now))
+        .values(
+            status="sending",
+            claim=claim,
+            claimed_until=now + timedelta(seconds=lease),
+            attempts=OutboxMail.attempts + 1,
+        ),
     )
     return claimed == 1
+
+
+async def finish_mail(*, db: DbSession, mail_id: int, claim: str, **values: object) -> bool:
+    """Record the outcome of an attempt, only if ``claim`` still holds the mail."""
+    changed = await _rows_changed(
+        db,
+        update(OutboxMail)
+        .where(OutboxMail.id == mail_id, OutboxMail.claim == claim)
+        .values(claim=None, claimed_until=None, **values),
+    )
+    return changed == 1
+
+
+_NOT_SENT = ("pending", "failed", "outbox")
+
+
+async def retry_mail(*, db: DbSession, mail_id: int) -> bool:
+    """Make a pending, failed or unsent (``outbox``) mail due now, its attempts from zero;
+    ``False`` when it is being sent, was sent or discarded, or does not exist."""
+    changed = await _rows_changed(
+        db,
+        update(OutboxMail)
+        .where(OutboxMail.id == mail_id, OutboxMail.status.in_(_NOT_SENT))
+        .values(status="pending", next_attempt_at=None, attempts=0, error=None),
+    )
+    return changed == 1
+
+
+async def discard_mail(*, db: DbSession, mail_id: int) -> bool:
+    """Never send a pending, failed or unsent mail (kept as ``discarded``)."""
+    changed = await _rows_changed(
+        db,
+        update(OutboxMail)
+        .where(OutboxMail.id == mail_id, OutboxMail.status.in_(_NOT_SENT))
+        .values(status="discarded", next_attempt_at=None),
+    )
+    return changed == 1
 
 
 async def recent_mails(*, db: DbSession, limit: int = 200) -> Sequence[OutboxMail]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 from starlette.requests import Request
 
-from .. import outbox, store
+from .. import store
 from ..container import ServiceContainer
 from ..db import DbSession
 from ..deps import AdminForm, AdminSession, ContainerDep
@@ -46,7 +46,7 @@ async def _change(service: ServiceContainer, mail_id: int, change: MailChange, e
 @router.post("/outbox/{mail_id}/retry")
 async def retry_mail(_form: AdminForm, service: ContainerDep, mail_id: int) -> Response:
     """Send a pending or failed mail now (its attempts start again from zero)."""
-    done = await _change(service, mail_id, outbox.retry_now, "admin.mail_retry")
+    done = await _change(service, mail_id, store.retry_mail, "admin.mail_retry")
     if done and service.outbox is not None:
         service.outbox.wake()
     return RedirectResponse(f"/admin/outbox?done={'retry' if done else 'unchanged'}", 303)
@@ -55,5 +55,5 @@ async def retry_mail(_form: AdminForm, service: ContainerDep, mail_id: int) -> R
 @router.post("/outbox/{mail_id}/discard")
 async def discard_mail(_form: AdminForm, service: ContainerDep, mail_id: int) -> Response:
     """Never send a mail that is not sent yet."""
-    done = await _change(service, mail_id, outbox.discard, "admin.mail_discarded")
+    done = await _change(service, mail_id, store.discard_mail, "admin.mail_discarded")
     return RedirectResponse(f"/admin/outbox?done={'discarded' if done else 'unchanged'}", 303)
