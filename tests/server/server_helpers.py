@@ -139,16 +139,25 @@ async def open_env(data_dir: Path, overrides: Mapping[str, Any]) -> AsyncIterato
         yield Env(sandbox=sandbox, http=http, api_key=key)
 
 
-def identity(sub: str, email: str) -> store.Identity:
-    """A verified Apple identity with ``sub`` and ``email``, for seeding users directly."""
-    return store.Identity(
-        sub=sub,
-        email=email,
-        email_verified=True,
-        is_private_email=False,
-        transfer_sub=None,
-        claims={},
+async def seed_user(db: Any, sub: str, email: str, first_name: str | None = None) -> Any:
+    """Create a verified user with ``sub`` and ``email`` directly in the database (the caller
+    commits); returns the user."""
+    user, _created = await store.upsert_user(
+        db=db,
+        identity=store.Identity(
+            sub=sub,
+            email=email,
+            email_verified=True,
+            is_private_email=False,
+            transfer_sub=None,
+            claims={},
+        ),
+        client_id="com.example.web",
+        default_role="subscriber",
+        first_name=first_name,
+        last_name=None,
     )
+    return user
 
 
 class Inbox:

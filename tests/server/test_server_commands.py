@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 from click.testing import CliRunner
-from server_helpers import identity
+from server_helpers import seed_user
 
 from appleconnect.server.commands import COMMANDS
 
@@ -59,7 +59,7 @@ def test_apikey_name_is_validated(tmp_path: Path) -> None:
 def test_users_commands(tmp_path: Path) -> None:
     import asyncio
 
-    from appleconnect.server import load_settings, store
+    from appleconnect.server import load_settings
     from appleconnect.server.db import create_engine, migrate, session_factory
 
     settings = load_settings(data_dir=tmp_path, environ={})
@@ -68,14 +68,7 @@ def test_users_commands(tmp_path: Path) -> None:
         engine = create_engine(settings)
         await migrate(engine)
         async with session_factory(engine)() as db:
-            await store.upsert_user(
-                db=db,
-                identity=identity("001234.abc.0001", "a@example.com"),
-                client_id="com.example.web",
-                default_role="subscriber",
-                first_name="Ann",
-                last_name=None,
-            )
+            await seed_user(db, "001234.abc.0001", "a@example.com", "Ann")
             await db.commit()
         await engine.dispose()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pg_cluster import ThrowawayCluster, find_bindir
-from server_helpers import free_port, identity, wait_for
+from server_helpers import free_port, seed_user, wait_for
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -94,14 +94,7 @@ async def session_cookie(database_url: str) -> str:
     engine = create_async_engine(database_url)
     try:
         async with session_factory(engine)() as db:
-            user, _created = await store.upsert_user(
-                db=db,
-                identity=identity("001234.outage", "maria.ruiz@example.com"),
-                client_id="com.example.web",
-                default_role="subscriber",
-                first_name="Maria",
-                last_name="Ruiz",
-            )
+            user = await seed_user(db, "001234.outage", "maria.ruiz@example.com", "Maria")
             cookie = await store.create_session(db=db, user_id=user.id, ttl=3600)
             await db.commit()
         return cookie
