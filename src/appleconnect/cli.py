@@ -323,6 +323,12 @@ if click is not None:
         default=None,
         help=CONTROL_API_HELP.format(where="/emulator/..."),
     )
+    @click.option(
+        "--smtp-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Also run the Private Email Relay's SMTP server on this port (0: a free one).",
+    )
     @_server_limit_options
     def emulator_command(
         host: str,
@@ -330,11 +336,12 @@ if click is not None:
         state_dir: Path,
         issuer: str | None,
         control_api: bool | None,
+        smtp_port: int | None,
         **limits: Any,
     ) -> None:
         """Run the emulator of Apple's side of Sign in with Apple.
 
-        Example: appleconnect emulator --state-dir ./apple-state --header-timeout 5
+        Example: appleconnect emulator --state-dir ./apple-state --smtp-port 2525
         """
         from appleconnect._logredact import install_log_redaction
         from appleconnect.emulator import serve
@@ -347,6 +354,7 @@ if click is not None:
             issuer=issuer,
             control_api=control_api,
             server_options=_server_limits(limits).uvicorn_options(),
+            smtp_port=smtp_port,
         )
 
     @cli.command("emulator-transfer")

@@ -20,6 +20,7 @@ from .checkpoints import Checkpoint, checkpoint, restore_checkpoint
 from .faults import Fault, FaultInjector
 from .notifications import Delivery, Notifier
 from .records import DefaultTeam
+from .smtp import RelayServer
 from .state import EmulatorState, StateError
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Fault",
     "FaultInjector",
     "Notifier",
+    "RelayServer",
     "StateError",
     "checkpoint",
     "control_api_enabled",
@@ -37,6 +39,7 @@ __all__ = [
     "is_loopback",
     "restore_checkpoint",
     "serve",
+    "start_relay_server",
 ]
 
 
@@ -68,8 +71,11 @@ def serve(
     issuer: str | None,
     control_api: bool | None,
     server_options: Mapping[str, Any] | None = None,
+    smtp_port: int | None = None,
 ) -> None:
     """Run the emulator with uvicorn until interrupted.
+
+    ``smtp_port`` also runs the Private Email Relay's SMTP server on ``host`` (0: a free port).
 
     ``control_api=None`` serves the control API only on a loopback address. Prints where
     ``credentials.json`` is and the base URL to point a client at. ``server_options`` are more
@@ -88,6 +94,7 @@ def serve(
     )
     state: EmulatorState = app.state.emulator
     credentials = state.write_credentials(base_url=base)
+    smtp = start_relay_server(app, host=host, port=smtp_port) if smtp_port is not None else None
     out = sys.stdout
     out.write("appleconnect Apple ID emulator (not Apple)\n")
     out.write(f"  base URL:          {base}\n")
@@ -99,8 +106,21 @@ def serve(
         f"{state.default_team.app_id} (native)\n"
     )
     out.write(f"  control API:       {f'{base}/emulator' if enabled else 'off'}\n")
+    if smtp is not None:
+        out.write(f"  email relay SMTP:  {shown_host}:{smtp.port}\n")
     out.flush()
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", **(server_options or {}))
     finally:
+        if smtp is not None:
+            smtp.stop()
         state.close()
+
+
+def start_relay_server(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> RelayServer:
+    """Start the SMTP server of the emulator ``app``'s Private Email Relay (port 0: a free one);
+    ``app.state.smtp_address`` and ``GET /emulator/relay`` then say where. Stop it with
+    ``.stop()``."""
+    server = RelayServer(app.state.relay, host=host, port=port)
+    app.state.smtp_address = server.start()
+    return server

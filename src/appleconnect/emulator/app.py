@@ -19,6 +19,7 @@ from . import apple_routes, control, jsapi
 from .faults import FaultInjector, FaultMiddleware
 from .notifications import Notifier
 from .pages import Pages
+from .relay import EmailRelay
 from .state import APPLE_ISSUER, EmulatorState
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ def create_emulator_app(
     ``clock`` returns Unix seconds (default ``time.time``); the control API can add an offset.
     ``notification_transport`` lets an in-process caller receive server-to-server notifications
     without a socket. ``app.state.emulator`` is the :class:`EmulatorState`, ``app.state.notifier``
-    the :class:`Notifier` and ``app.state.faults`` the :class:`FaultInjector`.
+    the :class:`Notifier`, ``app.state.faults`` the :class:`FaultInjector` and ``app.state.relay``
+    the :class:`EmailRelay` (Private Email Relay; :mod:`.smtp` serves it over SMTP).
 
     ``base_url`` is where clients reach the emulator, mount prefix included (for example
     ``http://127.0.0.1:8000/apple``): the discovery document's endpoint URLs are built from it,
@@ -83,6 +85,8 @@ def create_emulator_app(
     )
     app.state.faults = FaultInjector(seed=fault_seed)
     app.state.pages = Pages()
+    app.state.relay = EmailRelay(state)
+    app.state.smtp_address = None
     app.state.base_url = base_url
     app.add_middleware(FaultMiddleware, injector=app.state.faults)
     app.include_router(apple_routes.router)
