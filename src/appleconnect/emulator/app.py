@@ -89,6 +89,7 @@ def create_emulator_app(
     app.state.smtp_address = None
     app.state.base_url = base_url
     app.add_middleware(FaultMiddleware, injector=app.state.faults)
+    app.router.routes.extend(apple_routes.FORM_ROUTES)
     app.include_router(apple_routes.router)
     app.include_router(jsapi.router)
     if control_api:

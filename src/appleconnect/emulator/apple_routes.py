@@ -9,6 +9,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.routing import Route
 
 from appleconnect import buttons
 
@@ -28,7 +29,7 @@ from ._http import (
     root_path,
 )
 from .consent import answer_consent, consent_page
-from .deps import BaseUrlDep, PagesDep, StateDep
+from .deps import BaseUrlDep, PagesDep, StateDep, state_of
 from .pages import Pages
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,14 @@ async def consent(request: Request, state: StateDep, pages: PagesDep) -> Respons
     return deliver(pages, result)
 
 
-@router.post("/auth/token")
-async def token_endpoint(request: Request, state: StateDep) -> Response:
+# Apple's three form endpoints are plain Starlette routes: they read their form themselves and
+# need nothing from FastAPI, whose parameter analysis and dependency solving cost about a third
+# of an RSA signature per request, a sixth of a whole code exchange (docs/emulator.md, "Speed").
+
+
+async def token_endpoint(request: Request) -> Response:
     """Exchange a code, validate a refresh token, or get a ``user.migration`` token."""
+    state = state_of(request)
     try:
         form = await read_apple_form(request)
         return apple_json(protocol.token(state, form))
@@ -146,9 +152,9 @@ async def token_endpoint(request: Request, state: StateDep) -> Response:
         return _refused("token", exc)
 
 
-@router.post("/auth/revoke")
-async def revoke_endpoint(request: Request, state: StateDep) -> Response:
+async def revoke_endpoint(request: Request) -> Response:
     """Revoke a token: 200 with an empty body, also for a token that was already invalid."""
+    state = state_of(request)
     try:
         form = await read_apple_form(request)
         ended = protocol.revoke(state, form)
@@ -159,9 +165,9 @@ async def revoke_endpoint(request: Request, state: StateDep) -> Response:
     return Response(status_code=200, headers=NO_STORE)
 
 
-@router.post("/auth/usermigrationinfo")
-async def migration_endpoint(request: Request, state: StateDep) -> Response:
+async def migration_endpoint(request: Request) -> Response:
     """Generate or exchange a ``transfer_sub`` (TN3159)."""
+    state = state_of(request)
     authorization = request.headers.get("authorization", "")
     scheme, _, bearer = authorization.partition(" ")
     try:
@@ -172,6 +178,14 @@ async def migration_endpoint(request: Request, state: StateDep) -> Response:
     except OAuthError as exc:
         return _refused("usermigrationinfo", exc)
     return apple_json(out)
+
+
+FORM_ROUTES = (
+    Route("/auth/token", token_endpoint, methods=["POST"]),
+    Route("/auth/revoke", revoke_endpoint, methods=["POST"]),
+    Route("/auth/usermigrationinfo", migration_endpoint, methods=["POST"]),
+)
+"""``/auth/token``, ``/auth/revoke`` and ``/auth/usermigrationinfo``, for the app's router."""
 
 
 def _button(kind: Literal["center", "left", "logo"], request: Request) -> Response:

@@ -16,9 +16,14 @@ from .pages import Pages
 from .state import EmulatorState
 
 
-async def get_state(request: Request) -> EmulatorState:
+def state_of(request: Request) -> EmulatorState:
     """The emulator's :class:`EmulatorState` (``app.state.emulator``)."""
     return cast(EmulatorState, request.app.state.emulator)
+
+
+async def get_state(request: Request) -> EmulatorState:
+    """:func:`state_of` as a dependency (a coroutine: no hop to the thread pool)."""
+    return state_of(request)
 
 
 async def get_notifier(request: Request) -> Notifier:

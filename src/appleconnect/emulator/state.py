@@ -626,9 +626,9 @@ class EmulatorState:
 
     def _token(self, prefix: str) -> str:
         # Apple's codes and tokens look like ``c<32 hex>.0.<4 letters>.<22 base64url>``.
-        return (
-            f"{prefix}{secrets.token_hex(16)}.0.{secrets.token_hex(2)}.{secrets.token_urlsafe(16)}"
-        )
+        raw = secrets.token_bytes(34)  # one read of the system's random source
+        tail = base64.urlsafe_b64encode(raw[18:]).rstrip(b"=").decode("ascii")
+        return f"{prefix}{raw[:16].hex()}.0.{raw[16:18].hex()}.{tail}"
 
     def issue_code(
         self,
