@@ -24,6 +24,7 @@ def test_plugin_benchmark_prints_both_goals_beside_the_rsa_costs() -> None:
         "RSA-2048 signature (median)",
         "a fresh in-memory emulator (median)",
         "first apple_emulator test (imports, builds)",
+        "sign_in + exchange_code, CPU time (median)",
     ):
         assert re.search(rf"^{re.escape(label)} +[\d.]+ ms$", out, re.M), label
     goals = dict(
