@@ -129,7 +129,8 @@ def test_sign_in_started_on_one_process_completes_on_the_other(
     form = consent(apple, start.headers["location"], "maria.ruiz@example.com")
     callback = httpx.post(f"{b}/auth/apple/callback", data=form)
     assert callback.status_code == 303, callback.text
-    finish = httpx.get(a + callback.headers["location"])
+    # The finish needs the browser's sign-in cookie from the start.
+    finish = httpx.get(a + callback.headers["location"], cookies=start.cookies)
     assert finish.status_code == 303
     assert finish.headers["location"] == "/done"
     cookie = finish.cookies["appleconnect_session"]

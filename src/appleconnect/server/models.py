@@ -134,29 +134,42 @@ class ApiKey(Base):
 
 
 class AuthRequest(Base):
-    """A sign-in in progress: state (hashed), nonce, where to return; single use, expiring."""
+    """A sign-in in progress: state (hashed), where to return; single use, expiring.
+
+    Anyone can make one (``GET /auth/apple/start``), so the row is small, counted against the
+    address that made it (``client_bucket``), and deleted when it expires or is finished. The
+    nonce is derived from the state (:func:`appleconnect.server.store.nonce_for`), not stored.
+    """
 
     __tablename__ = "auth_requests"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     state_hash: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(8))  # "web" or "api"
-    nonce: Mapped[str] = mapped_column(String(128))
     client_id: Mapped[str] = mapped_column(String(255))
     redirect_uri: Mapped[str] = mapped_column(String(2048))
     next_path: Mapped[str] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The hash of the secret in the browser's sign-in cookie (web sign-ins): only that browser
+    # can finish (docs/service.md#one-browser-from-start-to-finish).
+    browser_hash: Mapped[str | None] = mapped_column(String(64))
+    # The client address (an IPv6 client: its /64) that started it, for the per-address budget.
+    client_bucket: Mapped[str | None] = mapped_column(String(100), index=True)
+    # The first-login name Apple sent with this sign-in, kept for a retry with the same code
+    # after a transient failure (docs/service.md#the-first-login-name).
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    name_code_hash: Mapped[str | None] = mapped_column(String(64))
     # Set by the callback for the GET that finishes a web sign-in and sets the cookie.
     handoff_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    handoff_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class PendingName(Base):
-    """The first-login name, saved before anything that can fail
-    (docs/pitfalls.md#pitfall-name-only-once)."""
+    """A first-login name kept for a ``sub`` proven by a verified id_token when the sign-in
+    that brought it failed for a transient reason (docs/pitfalls.md#pitfall-name-only-once)."""
 
     __tablename__ = "pending_names"
 

@@ -34,12 +34,18 @@ class RateLimiter:
         self.clock = clock
 
     def ip_bucket(self, host: str | None) -> str | None:
-        """The bucket of a client address, or ``None`` when it is not limited.
+        """The rate-limit bucket of a client address, or ``None`` when it is not limited."""
+        if not self.per_ip:
+            return None
+        return self.address_bucket(host)
+
+    def address_bucket(self, host: str | None) -> str | None:
+        """The bucket of a client address, or ``None`` for an exempt (or unknown) one.
 
         An IPv6 client is counted by its /64, the block one subscriber usually holds, so that
         rotating through its own addresses does not multiply its allowance.
         """
-        if not self.per_ip or not host:
+        if not host:
             return None
         try:
             address = ipaddress.ip_address(host)

@@ -139,6 +139,9 @@ class Settings:
     rate_limit_per_ip: int = 300
     rate_limit_per_key: int = 3000
     rate_limit_exempt: tuple[str, ...] = ()
+    # Web sign-ins in progress (started, not yet expired or finished) one client address (an
+    # IPv6 client: its /64) may hold; each is a row anyone can make. 0 turns the budget off.
+    signin_budget_per_ip: int = 30
 
     @property
     def sandbox(self) -> bool:
@@ -262,7 +265,7 @@ class Settings:
         self._check_mail()
         if not 1 <= self.rate_limit_window <= 86_400:
             raise SettingsError("rate_limit_window: must be 1 to 86400 seconds.")
-        for name in ("rate_limit_per_ip", "rate_limit_per_key"):
+        for name in ("rate_limit_per_ip", "rate_limit_per_key", "signin_budget_per_ip"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name}: must be 0 (no limit) or a positive number.")
         for network in self.rate_limit_exempt:

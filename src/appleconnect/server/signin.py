@@ -1,9 +1,10 @@
 """The sign-in pipeline shared by the web flow and ``apple_connect``, and the account lifecycle.
 
 Order matters (docs/pitfalls.md#pitfall-name-only-once, docs/pitfalls.md#pitfall-code-used-twice):
-the first-login name is saved before anything that can fail; the code is exchanged once (one
-call to Apple); the id_token is verified; only then are the user, the encrypted refresh token and
-the session written, in one transaction.
+the first-login name is bound to the sign-in request before anything that can fail; the app's
+id_token, if any, is verified; the code is exchanged once (one call to Apple); the exchanged
+id_token is verified; only then are the user (with the name), the encrypted refresh token and the
+session written, in one transaction. A name never attaches to an unverified ``sub``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .apple import TokenResult
 from .container import ServiceContainer
 from .errors import ServiceError
 from .mail import queue_welcome
-from .models import User, utcnow
+from .models import AuthRequest, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class SignInResult:
 
 
 def unverified_claims(id_token: str | None) -> dict[str, Any]:
-    """The payload of a JWT *without* verification: only to pick a client id or key a name."""
+    """The payload of a JWT *without* verification: only to pick the client id to exchange with."""
     if not id_token or len(id_token) > 16_384:
         return {}
     try:
@@ -115,24 +116,39 @@ def apple_failure(exc: AppleConnectError, *, during: str) -> ServiceError:
     return ServiceError("apple_error", "Sign in with Apple failed.", status=502)
 
 
-async def save_first_login_name(
-    *,
-    service: ServiceContainer,
-    id_token_hint: str | None,
-    first_name: str | None,
-    last_name: str | None,
-) -> None:
-    """Persist the first-login name keyed by the (not yet verified) ``sub``, committed now.
-
-    It is applied only when a verified token for that ``sub`` completes a sign-in and the
-    account has no name yet, so a forged value can at worst name a brand-new account.
-    """
-    sub = unverified_claims(id_token_hint).get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > 255 or not (first_name or last_name):
-        return
+async def check_state(service: ServiceContainer, state: str, kind: str) -> None:
+    """Raise :class:`store.StateError` unless ``state`` could be used now; changes nothing.
+    Checked before the id_token, so that an unknown state costs no call to Apple for keys."""
     async with service.sessions() as db:
-        await store.save_pending_name(db=db, sub=sub, first_name=first_name, last_name=last_name)
+        peeked = await store.peek_auth_request(db=db, state=state)
+    store.check_auth_request(peeked, kind=kind)
+
+
+async def verify_hint(
+    service: ServiceContainer, id_token_hint: str | None, *, nonce: str | None
+) -> IdentityToken | None:
+    """The id_token that came with the code (the form_post's, or the app's), verified before
+    anything is spent or stored: a forged one changes nothing."""
+    if id_token_hint is None:
+        return None
+    try:
+        return await service.apple.verify(id_token_hint, nonce=nonce)
+    except AppleConnectError as exc:
+        raise apple_failure(exc, during="id_token verification") from exc
+
+
+async def claim_request(
+    *, service: ServiceContainer, state: str, kind: str, code: str, name: store.RequestName | None
+) -> tuple[AuthRequest, store.RequestName | None]:
+    """Use up the sign-in request of ``state`` (:class:`store.StateError` if it cannot be);
+    returns it and the first-login name of this attempt: the one Apple sent now, or the one
+    kept from an earlier attempt with the same code (docs/service.md#the-first-login-name)."""
+    async with service.sessions() as db:
+        pending = await store.consume_auth_request(db=db, state=state, kind=kind)
         await db.commit()
+    if name is None or not (name.first_name or name.last_name):
+        name = store.kept_name(pending, code)
+    return pending, name
 
 
 async def sign_in_with_code(
@@ -142,22 +158,46 @@ async def sign_in_with_code(
     client_id: str,
     redirect_uri: str | None,
     nonce: str | None,
-    id_token_hint: str | None,
-    first_name: str | None,
-    last_name: str | None,
+    hinted: IdentityToken | None,
+    name: store.RequestName | None,
+    state: str | None,
     open_session: bool,
 ) -> SignInResult:
-    await save_first_login_name(
-        service=service, id_token_hint=id_token_hint, first_name=first_name, last_name=last_name
+    """Exchange ``code``, verify the identity token and record the sign-in.
+
+    ``hinted`` is the id_token that came with the code, already verified (:func:`verify_hint`).
+    The name is attached only to the ``sub`` of a verified token. When Apple cannot be reached
+    (503), the sign-in request of ``state`` becomes usable again and keeps the name for a retry
+    with the same code; without a state, the name is kept for the ``sub`` of ``hinted`` only.
+    """
+    try:
+        verified, token = await _exchange(service, code, client_id, redirect_uri, nonce, hinted)
+    except ServiceError as exc:
+        if exc.status == 503:
+            await _keep_for_retry(service, state=state, code=code, hinted=hinted, name=name)
+        raise
+    return await _record_sign_in(
+        service=service,
+        verified=verified,
+        client_id=client_id,
+        refresh_token=token.refresh_token,
+        token=token,
+        first_name=name.first_name if name else None,
+        last_name=name.last_name if name else None,
+        open_session=open_session,
+        how="code",
     )
-    hinted = None
-    if id_token_hint is not None:
-        # A native app's nonce is in the token it got from Apple directly. Verified before the
-        # code is spent: a forged token, or Apple's keys unavailable (503), leaves it usable.
-        try:
-            hinted = await service.apple.verify(id_token_hint, nonce=nonce)
-        except AppleConnectError as exc:
-            raise apple_failure(exc, during="id_token verification") from exc
+
+
+async def _exchange(
+    service: ServiceContainer,
+    code: str,
+    client_id: str,
+    redirect_uri: str | None,
+    nonce: str | None,
+    hinted: IdentityToken | None,
+) -> tuple[IdentityToken, TokenResult]:
+    """The one call to Apple with ``code``, and the verified token it returns."""
     try:
         token = await service.apple.exchange_code(
             client_id=client_id, code=code, redirect_uri=redirect_uri
@@ -167,35 +207,42 @@ async def sign_in_with_code(
     if not token.id_token:
         raise ServiceError("apple_error", "Apple returned no identity token.", status=502)
     try:
-        if hinted is not None:
-            # The exchanged token must belong to the user of the app's token.
-            verified = await service.apple.verify(
-                token.id_token, nonce=None, access_token=token.access_token
-            )
-            if hinted.sub != verified.sub:
-                raise ServiceError(
-                    "invalid_id_token",
-                    "The id_token does not belong to the user of the code.",
-                    status=401,
-                    field="id_token",
-                )
-        else:
-            verified = await service.apple.verify(
-                token.id_token, nonce=nonce, access_token=token.access_token
-            )
+        verified = await service.apple.verify(
+            token.id_token,
+            nonce=None if hinted is not None else nonce,
+            access_token=token.access_token,
+        )
     except AppleConnectError as exc:
         raise apple_failure(exc, during="id_token verification") from exc
-    return await _record_sign_in(
-        service=service,
-        verified=verified,
-        client_id=client_id,
-        refresh_token=token.refresh_token,
-        token=token,
-        first_name=first_name,
-        last_name=last_name,
-        open_session=open_session,
-        how="code",
-    )
+    if hinted is not None and hinted.sub != verified.sub:
+        # The exchanged token must belong to the user of the app's token.
+        raise ServiceError(
+            "invalid_id_token",
+            "The id_token does not belong to the user of the code.",
+            status=401,
+            field="id_token",
+        )
+    return verified, token
+
+
+async def _keep_for_retry(
+    service: ServiceContainer,
+    *,
+    state: str | None,
+    code: str,
+    hinted: IdentityToken | None,
+    name: store.RequestName | None,
+) -> None:
+    """After a transient failure: the request of ``state`` may be retried (its name stays with
+    it); without one, a name is kept only for a ``sub`` that a verified token proved."""
+    async with service.sessions() as db:
+        if state is not None:
+            await store.release_auth_request(db=db, state=state, code=code, name=name)
+        elif hinted is not None and name is not None:
+            await store.save_pending_name(
+                db=db, sub=hinted.sub, first_name=name.first_name, last_name=name.last_name
+            )
+        await db.commit()
 
 
 async def _record_sign_in(

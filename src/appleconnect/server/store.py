@@ -6,11 +6,14 @@ its docstring says otherwise.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, delete, exists, func, or_, select, update
@@ -178,6 +181,31 @@ class NewAuthRequest:
     nonce: str
 
 
+def nonce_for(state: str) -> str:
+    """The nonce of the sign-in request of ``state``: derived, so the row need not hold it.
+
+    Whoever knows the state sees the nonce in the same authorization URL anyway; what matters
+    is that Apple's token names this one sign-in, which a nonce bound to the state does.
+    """
+    digest = hashlib.sha256(b"appleconnect nonce\x00" + state.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _aware(value: datetime) -> datetime:
+    """An aggregate's datetime (SQLite returns it naive and as text) as an aware UTC one."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class BudgetExceeded(Exception):
+    """Too many sign-ins in progress from one address; ``retry_after`` is in seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(retry_after)
+
+
 async def create_auth_request(
     *,
     db: DbSession,
@@ -186,31 +214,62 @@ async def create_auth_request(
     redirect_uri: str,
     next_path: str,
     ttl: int,
+    browser_secret: str | None = None,
+    client_bucket: str | None = None,
+    budget: int = 0,
     now: datetime | None = None,
 ) -> NewAuthRequest:
+    """Store a sign-in request. With ``budget``, first delete the expired ones and refuse
+    (:class:`BudgetExceeded`) when ``client_bucket`` already holds ``budget`` live ones."""
     now = now or utcnow()
+    if budget and client_bucket is not None:
+        await db.execute(delete(AuthRequest).where(AuthRequest.expires_at <= now))
+        count, oldest = (
+            await db.execute(
+                select(func.count(), func.min(AuthRequest.expires_at)).where(
+                    AuthRequest.client_bucket == client_bucket
+                )
+            )
+        ).one()
+        if count >= budget:
+            wait = (_aware(oldest) - now).total_seconds() if oldest is not None else ttl
+            raise BudgetExceeded(max(1, math.ceil(wait)))
     state = secrets.token_urlsafe(32)
-    nonce = secrets.token_urlsafe(32)
     db.add(
         AuthRequest(
             state_hash=hash_token(state),
             kind=kind,
-            nonce=nonce,
             client_id=client_id,
             redirect_uri=redirect_uri,
             next_path=next_path,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl),
+            browser_hash=hash_token(browser_secret) if browser_secret else None,
+            client_bucket=client_bucket,
         )
     )
     await db.flush()
-    return NewAuthRequest(state=state, nonce=nonce)
+    return NewAuthRequest(state=state, nonce=nonce_for(state))
 
 
 async def peek_auth_request(*, db: DbSession, state: str) -> AuthRequest | None:
     if not state or len(state) > MAX_TOKEN_LENGTH:
         return None
     return await db.scalar(select(AuthRequest).where(AuthRequest.state_hash == hash_token(state)))
+
+
+def check_auth_request(
+    request: AuthRequest | None, *, kind: str, now: datetime | None = None
+) -> AuthRequest:
+    """``request`` (a peeked one) if it could be used now; else :class:`StateError`. Changes
+    nothing: :func:`consume_auth_request` still decides."""
+    if request is None or request.kind != kind:
+        raise StateError("unknown")
+    if request.used_at is not None:
+        raise StateError("used")
+    if request.expires_at <= (now or utcnow()):
+        raise StateError("expired")
+    return request
 
 
 async def consume_auth_request(
@@ -247,42 +306,111 @@ async def consume_auth_request(
     return request
 
 
-async def set_handoff(*, db: DbSession, request: AuthRequest, user_id: int) -> str:
-    """Attach a one-time token that the GET finishing a web sign-in exchanges for a session."""
+@dataclass(frozen=True)
+class RequestName:
+    """The first-login name of one sign-in request."""
+
+    first_name: str | None
+    last_name: str | None
+
+
+def kept_name(request: AuthRequest, code: str) -> RequestName | None:
+    """The name kept with ``request`` by an earlier attempt that failed for a transient reason,
+    if this attempt brings the same code."""
+    if request.name_code_hash is None or not constant_time_equal(
+        request.name_code_hash, hash_token(code)
+    ):
+        return None
+    return RequestName(request.first_name, request.last_name)
+
+
+async def release_auth_request(
+    *, db: DbSession, state: str, code: str, name: RequestName | None
+) -> None:
+    """Make the request of ``state`` usable again, until it expires as before: its code
+    exchange failed for a transient reason. A name that came with ``code`` stays with it."""
+    values: dict[str, Any] = {"used_at": None}
+    if name is not None and (name.first_name or name.last_name):
+        values.update(
+            first_name=name.first_name, last_name=name.last_name, name_code_hash=hash_token(code)
+        )
+    await db.execute(
+        update(AuthRequest)
+        .where(AuthRequest.state_hash == hash_token(state), AuthRequest.handoff_hash.is_(None))
+        .values(**values)
+    )
+
+
+async def set_handoff(
+    *, db: DbSession, request: AuthRequest, user_id: int, max_age: int, now: datetime | None = None
+) -> str:
+    """Attach a one-time token that the GET finishing a web sign-in exchanges for a session;
+    the request now lives ``max_age`` seconds more, for that GET only."""
     raw = new_token(HANDOFF_PREFIX)
     request.handoff_hash = hash_token(raw)
     request.user_id = user_id
+    request.expires_at = (now or utcnow()) + timedelta(seconds=max_age)
     await db.flush()
     return raw
 
 
+@dataclass(frozen=True)
+class Handoff:
+    user_id: int
+    next_path: str
+    browser_hash: str
+
+
+class HandoffRefused(Exception):
+    """A finishing link that cannot be used here; ``reason`` is "unknown" (used, expired or
+    never issued) or "other_browser" (valid, but this browser did not start the sign-in)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 async def consume_handoff(
-    *, db: DbSession, raw: str, max_age: int, now: datetime | None = None
-) -> AuthRequest | None:
+    *, db: DbSession, raw: str, browser_secrets: Sequence[str], now: datetime | None = None
+) -> Handoff:
+    """Finish a web sign-in: delete its request and return the user, if ``raw`` is its live
+    finishing token and one of ``browser_secrets`` (the sign-in cookies the browser sent) is
+    the one it was started with. A refusal leaves the request as it was."""
     now = now or utcnow()
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
-        return None
+        raise HandoffRefused("unknown")
     digest = hash_token(raw)
-    changed = await _rows_changed(
-        db,
-        update(AuthRequest)
-        .where(
-            AuthRequest.handoff_hash == digest,
-            AuthRequest.handoff_used_at.is_(None),
-            AuthRequest.used_at > now - timedelta(seconds=max_age),
+    hashes = [hash_token(s) for s in browser_secrets if 0 < len(s) <= MAX_TOKEN_LENGTH]
+    row = (
+        await db.execute(
+            delete(AuthRequest)
+            .where(
+                AuthRequest.handoff_hash == digest,
+                AuthRequest.expires_at > now,
+                AuthRequest.user_id.is_not(None),
+                AuthRequest.browser_hash.in_(hashes),
+            )
+            .returning(AuthRequest.user_id, AuthRequest.next_path, AuthRequest.browser_hash)
         )
-        .values(handoff_used_at=now),
+    ).first()
+    if row is not None:
+        user_id, next_path, browser_hash = row
+        assert user_id is not None  # the WHERE above
+        assert browser_hash is not None
+        return Handoff(user_id=user_id, next_path=next_path, browser_hash=browser_hash)
+    live = await db.scalar(
+        select(AuthRequest.id).where(
+            AuthRequest.handoff_hash == digest, AuthRequest.expires_at > now
+        )
     )
-    if changed != 1:
-        return None
-    return await db.scalar(select(AuthRequest).where(AuthRequest.handoff_hash == digest))
+    raise HandoffRefused("unknown" if live is None else "other_browser")
 
 
 async def purge_expired(*, db: DbSession, now: datetime | None = None) -> None:
     """Delete expired sign-in requests, sessions and login links (housekeeping)."""
     now = now or utcnow()
     day = timedelta(days=1)
-    await db.execute(delete(AuthRequest).where(AuthRequest.expires_at < now - day))
+    await db.execute(delete(AuthRequest).where(AuthRequest.expires_at <= now))
     await db.execute(delete(Session).where(Session.expires_at < now))
     await db.execute(delete(AdminLoginToken).where(AdminLoginToken.expires_at < now - day))
     await db.execute(delete(PendingName).where(PendingName.created_at < now - 7 * day))

@@ -27,10 +27,13 @@ from ..params import required
 from ..settings import Settings
 from ..signin import (
     SignInResult,
+    check_state,
+    claim_request,
     delete_account,
     sign_in_with_code,
     sign_in_with_refresh_token,
     unverified_claims,
+    verify_hint,
 )
 from ..users import user_json
 
@@ -153,17 +156,29 @@ async def _sign_in_with_code(service: ServiceContainer, values: dict[str, str]) 
     except InvalidAuthorizationResponse as exc:
         raise invalid(exc.field, str(exc)) from exc
     nonce = values.get("nonce") or None
+    user = parsed.user
+    name = store.RequestName(user.first_name, user.last_name) if user else None
     exchange_redirect: str | None = None
-    if values.get("state"):
-        async with service.sessions() as db:
-            try:
-                pending = await store.consume_auth_request(db=db, state=values["state"], kind="api")
-            except store.StateError as exc:
-                raise state_error(exc.reason) from exc
-            await db.commit()
+    state = values.get("state") or None
+    if state is not None:
         if nonce is not None:
             raise invalid("nonce", "With a state, the service uses the nonce it issued.")
-        nonce, client_id = pending.nonce, pending.client_id
+        nonce = store.nonce_for(state)
+    if state is not None:
+        try:
+            await check_state(service, state, "api")
+        except store.StateError as exc:
+            raise state_error(exc.reason) from exc
+    # The app's id_token is checked before the state or the code is spent.
+    hinted = await verify_hint(service, parsed.id_token, nonce=nonce)
+    if state is not None:
+        try:
+            pending, name = await claim_request(
+                service=service, state=state, kind="api", code=code, name=name
+            )
+        except store.StateError as exc:
+            raise state_error(exc.reason) from exc
+        client_id = pending.client_id
         exchange_redirect = pending.redirect_uri
     else:
         settings = service.settings
@@ -172,16 +187,15 @@ async def _sign_in_with_code(service: ServiceContainer, values: dict[str, str]) 
             exchange_redirect = (settings.app_redirect_uris or (settings.effective_redirect_uri,))[
                 0
             ]
-    name = parsed.user
     return await sign_in_with_code(
         service=service,
         code=code,
         client_id=client_id,
         redirect_uri=exchange_redirect,
         nonce=nonce,
-        id_token_hint=parsed.id_token,
-        first_name=name.first_name if name else None,
-        last_name=name.last_name if name else None,
+        hinted=hinted,
+        name=name,
+        state=state,
         open_session=True,
     )
 

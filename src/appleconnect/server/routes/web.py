@@ -4,7 +4,8 @@ sets the session cookie, and sign-out and account deletion from a page.
 Apple's POST to the callback is cross-site, so no ``SameSite=Lax`` cookie arrives with it:
 everything the callback needs is looked up from the ``state`` in the body, and the session
 cookie is set one redirect later, on this site's own ``/auth/apple/finish``
-(docs/pitfalls.md#pitfall-form-post-loses-cookies).
+(docs/pitfalls.md#pitfall-form-post-loses-cookies), in the browser that started the sign-in
+only (:mod:`..binding`).
 """
 
 from __future__ import annotations
@@ -21,19 +22,20 @@ from starlette.requests import Request
 
 from appleconnect import (
     AuthorizationResponse,
+    IdentityToken,
     InvalidAuthorizationResponse,
     parse_authorization_response,
 )
 
-from .. import store
+from .. import binding, store
 from ..admin import auth as admin_auth
 from ..container import ServiceContainer
-from ..deps import ContainerDep, CurrentSettings, IpLimit, user_of_session
+from ..deps import ContainerDep, CurrentSettings, IpLimit, client_host, user_of_session
 from ..errors import ServiceError, invalid, state_error
 from ..html import templates
 from ..models import AuthRequest
 from ..openapi import WEB_RESPONSES
-from ..signin import delete_account, sign_in_with_code
+from ..signin import claim_request, delete_account, sign_in_with_code, verify_hint
 
 __all__ = ["HANDOFF_MAX_AGE", "router", "safe_next"]
 
@@ -67,27 +69,51 @@ def _with_query(path: str, **extra: str) -> str:
 
 
 @router.get("/auth/apple/start", summary="Start a web sign-in", responses=WEB_RESPONSES)
-async def start(service: ContainerDep, _limit: IpLimit, next: str | None = None) -> Response:
+async def start(
+    request: Request, service: ContainerDep, _limit: IpLimit, next: str | None = None
+) -> Response:
+    """Store a sign-in request bound to this browser (:mod:`..binding`) and 303 to Apple."""
     settings = service.settings
     next_path = safe_next(next)
     redirect_uri = settings.effective_redirect_uri
+    response = RedirectResponse("/", status_code=303)
+    secret = binding.bind(
+        request, response, settings, max_age=settings.auth_request_ttl + HANDOFF_MAX_AGE
+    )
     async with service.sessions() as db:
-        pending = await store.create_auth_request(
-            db=db,
-            kind="web",
-            client_id=settings.client_id,
-            redirect_uri=redirect_uri,
-            next_path=next_path,
-            ttl=settings.auth_request_ttl,
-        )
+        try:
+            pending = await store.create_auth_request(
+                db=db,
+                kind="web",
+                client_id=settings.client_id,
+                redirect_uri=redirect_uri,
+                next_path=next_path,
+                ttl=settings.auth_request_ttl,
+                browser_secret=secret,
+                client_bucket=service.limiter.address_bucket(client_host(request)),
+                budget=settings.signin_budget_per_ip,
+            )
+        except store.BudgetExceeded as exc:
+            raise too_many_signins(exc.retry_after) from exc
         await db.commit()
-    url = service.apple.authorization_url(
+    response.headers["location"] = service.apple.authorization_url(
         client_id=settings.client_id,
         redirect_uri=redirect_uri,
         state=pending.state,
         nonce=pending.nonce,
     )
-    return RedirectResponse(url, status_code=303)
+    return response
+
+
+def too_many_signins(seconds: int) -> ServiceError:
+    """429 when one address holds ``signin_budget_per_ip`` sign-ins in progress."""
+    return ServiceError(
+        "too_many_signins",
+        "Too many sign-ins were started from your network and not finished; "
+        f"try again in {seconds} second{'s' if seconds != 1 else ''}.",
+        status=429,
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 @router.post("/auth/apple/callback", summary="Apple's form_post", responses=WEB_RESPONSES)
@@ -104,21 +130,43 @@ async def callback(request: Request, service: ContainerDep, _limit: IpLimit) -> 
         raise invalid("state", "The sign-in response has no state; start again.")
     async with service.sessions() as db:
         peeked = await store.peek_auth_request(db=db, state=response.state)
-        if peeked is not None and peeked.kind == "api" and response.code:
-            return _api_handoff(request, response, form)
+    if peeked is not None and peeked.kind == "api" and response.code:
+        return _api_handoff(request, response, form)
+    if response.error or not response.code:
+        return await _declined(service, response)
+    user = response.user
+    try:
+        store.check_auth_request(peeked, kind="web")
+        # The form_post's id_token is checked before the state is spent: a forged one changes
+        # nothing.
+        hinted = await verify_hint(
+            service, response.id_token, nonce=store.nonce_for(response.state)
+        )
+        pending, name = await claim_request(
+            service=service,
+            state=response.state,
+            kind="web",
+            code=response.code,
+            name=store.RequestName(user.first_name, user.last_name) if user else None,
+        )
+    except store.StateError as exc:
+        raise state_error(exc.reason) from exc
+    return await _complete(service, response, pending, hinted, name)
+
+
+async def _declined(service: ServiceContainer, response: AuthorizationResponse) -> Response:
+    """Apple's answer without a code: the user cancelled (back to ``next``), or an error."""
+    assert response.state is not None
+    async with service.sessions() as db:
         try:
             pending = await store.consume_auth_request(db=db, state=response.state, kind="web")
         except store.StateError as exc:
             raise state_error(exc.reason) from exc
         await db.commit()
-    if response.error:
-        if response.cancelled:
-            return RedirectResponse(
-                _with_query(pending.next_path, signin="cancelled"), status_code=303
-            )
-        log.warning("Apple returned error %r to the callback", response.error)
-        raise ServiceError("apple_error", "Sign in with Apple did not complete.")
-    return await _complete(service, response, pending)
+    if response.cancelled:
+        return RedirectResponse(_with_query(pending.next_path, signin="cancelled"), status_code=303)
+    log.warning("Apple returned error %r to the callback", response.error)
+    raise ServiceError("apple_error", "Sign in with Apple did not complete.")
 
 
 def _api_handoff(request: Request, response: AuthorizationResponse, form: FormData) -> Response:
@@ -136,27 +184,33 @@ def _api_handoff(request: Request, response: AuthorizationResponse, form: FormDa
 
 
 async def _complete(
-    service: ServiceContainer, response: AuthorizationResponse, pending: AuthRequest
+    service: ServiceContainer,
+    response: AuthorizationResponse,
+    pending: AuthRequest,
+    hinted: IdentityToken | None,
+    name: store.RequestName | None,
 ) -> Response:
     """Sign in with the callback's code, then send the browser to ``/auth/apple/finish``."""
     assert response.code is not None
     assert response.state is not None
-    name = response.user
     result = await sign_in_with_code(
         service=service,
         code=response.code,
         client_id=pending.client_id,
         redirect_uri=pending.redirect_uri,
-        nonce=pending.nonce,
-        id_token_hint=response.id_token,
-        first_name=name.first_name if name else None,
-        last_name=name.last_name if name else None,
+        nonce=store.nonce_for(response.state),
+        hinted=hinted,
+        name=name,
+        state=response.state,
         open_session=False,
     )
     async with service.sessions() as db:
         again = await store.peek_auth_request(db=db, state=response.state)
-        assert again is not None
-        handoff = await store.set_handoff(db=db, request=again, user_id=result.user.id)
+        if again is None:  # finished or purged meanwhile
+            raise state_error("expired")
+        handoff = await store.set_handoff(
+            db=db, request=again, user_id=result.user.id, max_age=HANDOFF_MAX_AGE
+        )
         await db.commit()
     return RedirectResponse(
         "/auth/apple/finish?" + urlencode({"handoff": handoff}), status_code=303
@@ -164,17 +218,20 @@ async def _complete(
 
 
 @router.get("/auth/apple/finish", include_in_schema=False)
-async def finish(service: ContainerDep, handoff: str = "") -> Response:
+async def finish(request: Request, service: ContainerDep, handoff: str = "") -> Response:
+    """Set the session cookie, in the browser that started the sign-in only."""
     settings = service.settings
     async with service.sessions() as db:
-        pending = await store.consume_handoff(db=db, raw=handoff, max_age=HANDOFF_MAX_AGE)
-        if pending is None or pending.user_id is None:
-            raise ServiceError(
-                "invalid_handoff", "This sign-in link was already used or has expired."
+        try:
+            done = await store.consume_handoff(
+                db=db, raw=handoff, browser_secrets=binding.browser_secrets(request, settings)
             )
-        token = await store.create_session(db=db, user_id=pending.user_id, ttl=settings.session_ttl)
+        except store.HandoffRefused as exc:
+            raise _refused(exc.reason) from exc
+        token = await store.create_session(db=db, user_id=done.user_id, ttl=settings.session_ttl)
         await db.commit()
-    response = RedirectResponse(pending.next_path or "/", status_code=303)
+    response = RedirectResponse(done.next_path or "/", status_code=303)
+    binding.forget(request, response, settings, done.browser_hash)
     response.set_cookie(
         settings.session_cookie,
         token,
@@ -185,6 +242,20 @@ async def finish(service: ContainerDep, handoff: str = "") -> Response:
         path="/",
     )
     return response
+
+
+def _refused(reason: str) -> ServiceError:
+    if reason == "other_browser":
+        # 403: the link is valid, but this browser may not use it (it did not start the
+        # sign-in, or its sign-in cookie is gone). The link stays usable where it belongs.
+        return ServiceError(
+            "signin_other_browser",
+            "This sign-in was started in another browser (or this browser's sign-in cookie "
+            "has expired), so it cannot be finished here. For your safety, start signing in "
+            "again from this browser.",
+            status=403,
+        )
+    return ServiceError("invalid_handoff", "This sign-in link was already used or has expired.")
 
 
 def same_origin(request: Request, settings: CurrentSettings) -> None:
