@@ -44,13 +44,13 @@ async def clients(app: FastAPI) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
 
 
 async def rows(app: FastAPI) -> int:
-    async with app.state.service.sessions() as db:
+    async with app.state.container.sessions() as db:
         return int(await db.scalar(select(func.count()).select_from(AuthRequest)) or 0)
 
 
 async def expire_all(app: FastAPI) -> None:
     """Move every sign-in request's expiry one second into the past (time passing)."""
-    async with app.state.service.sessions() as db:
+    async with app.state.container.sessions() as db:
         await db.execute(update(AuthRequest).values(expires_at=utcnow() - timedelta(seconds=1)))
         await db.commit()
 
@@ -65,7 +65,7 @@ def assert_refused_over_budget(response: httpx.Response, ttl: int) -> None:
 async def test_one_address_stores_at_most_its_budget(
     app: FastAPI, clients: dict[str, httpx.AsyncClient]
 ) -> None:
-    ttl = app.state.service.settings.auth_request_ttl
+    ttl = app.state.container.settings.auth_request_ttl
     first = clients["198.51.100.7"]
     answers = [await first.get("/auth/apple/start", params={"next": LONG_NEXT}) for _ in range(10)]
     assert [a.status_code for a in answers[:BUDGET]] == [303] * BUDGET
@@ -81,7 +81,7 @@ async def test_one_address_stores_at_most_its_budget(
 async def test_an_ipv6_client_is_counted_by_its_slash_64(
     app: FastAPI, clients: dict[str, httpx.AsyncClient]
 ) -> None:
-    ttl = app.state.service.settings.auth_request_ttl
+    ttl = app.state.container.settings.auth_request_ttl
     for _ in range(BUDGET):
         assert (await clients["2001:db8:1:2::1"].get("/auth/apple/start")).status_code == 303
     neighbour = await clients["2001:db8:1:2::99"].get("/auth/apple/start")
@@ -95,7 +95,7 @@ async def test_housekeeping_deletes_sign_in_requests_as_soon_as_they_expire(
     for _ in range(2):
         assert (await clients["198.51.100.7"].get("/auth/apple/start")).status_code == 303
     await expire_all(app)
-    async with app.state.service.sessions() as db:
+    async with app.state.container.sessions() as db:
         await store.purge_expired(db=db)  # what the hourly housekeeping runs
         await db.commit()
     assert await rows(app) == 0
