@@ -267,6 +267,11 @@ async def test_healthz_and_the_settings_refresh_while_the_database_is_stopped(
             for _ in range(20):
                 assert (await http.get("/healthz")).json() == {"status": "ok"}
             assert attempts == []  # liveness never touched the database
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["not_ready"] == ["database", "schema"]
+            assert ready.json()["checks"]["database"].startswith("unavailable: ")
+            attempts.clear()
             live.checked_at = float("-inf")  # the interval has passed
             for _ in range(5):
                 await live.refresh(container)  # the first one tries, the others wait
@@ -284,6 +289,8 @@ async def test_healthz_and_the_settings_refresh_while_the_database_is_stopped(
         live.checked_at = float("-inf")
         await live.refresh(container)
         assert container.health.available
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200, ready.json()
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if m.startswith("database unavailable (")]) == 1
     assert len([m for m in messages if m.startswith("database available again after")]) == 1

@@ -77,6 +77,11 @@ class AppleGateway:
                 keys=self.keys,
             )
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client to Apple (for the readiness check of the sandbox's emulator)."""
+        return self._http
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

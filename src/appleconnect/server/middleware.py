@@ -94,8 +94,9 @@ class NotConfiguredGate:
         await self.app(scope, receive, send)
 
 
-NO_DATABASE_PATHS = ("/healthz",)
-"""Paths answered without the database, not even to check for changed settings (liveness)."""
+NO_DATABASE_PATHS = ("/healthz", "/readyz")
+"""Paths answered without the settings refresh: liveness (which never touches the database)
+and readiness (which tries the database itself and reports what it finds)."""
 
 
 class SettingsMiddleware:
