@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from test_server_ratelimit import BASE, limited_settings
 
-from appleconnect.server import create_app, store
+from appleconnect.server import create_app, load_settings, store
 from appleconnect.server.models import AuthRequest, utcnow
+from appleconnect.server.settings import SettingsError
 
 BUDGET = 4
 LONG_NEXT = "/" + "n" * 511  # the longest next accepted
@@ -120,3 +121,29 @@ async def test_next_is_bounded(clients: dict[str, httpx.AsyncClient]) -> None:
     too_long = await first.get("/auth/apple/start", params={"next": LONG_NEXT + "n"})
     assert too_long.status_code == 400
     assert "must be a path on this site" in too_long.text
+
+
+async def test_exempt_networks_have_no_budget(tmp_path: Path, database_url: str) -> None:
+    settings = limited_settings(
+        tmp_path,
+        database_url,
+        signin_budget_per_ip=1,
+        rate_limit_exempt=("198.51.100.0/24",),
+    )
+    service_app = create_app(settings)
+    async with service_app.router.lifespan_context(service_app):
+        transport = httpx.ASGITransport(app=service_app, client=("198.51.100.7", 50_000))
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as backend:
+            for _ in range(3):
+                assert (await backend.get("/auth/apple/start")).status_code == 303
+        assert await rows(service_app) == 3
+
+
+def test_the_budget_setting_is_read_and_checked() -> None:
+    settings = load_settings(
+        environ={"APPLECONNECT_MODE": "sandbox", "APPLECONNECT_SIGNIN_BUDGET_PER_IP": "12"}
+    )
+    assert settings.signin_budget_per_ip == 12
+    with pytest.raises(SettingsError) as caught:
+        settings.replace(signin_budget_per_ip=-1).validate(apple=False)
+    assert str(caught.value).startswith("signin_budget_per_ip: must be 0 (no limit) or a positive")
