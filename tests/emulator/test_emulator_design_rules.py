@@ -1,4 +1,4 @@
-"""The import boundary (docs/architecture.md, "Import boundaries"): the emulator imports nothing
+"""The import boundary (docs/architecture.md#import-boundaries): the emulator imports nothing
 from the project except the shared button renderer, so that it stays an independent
 implementation of Apple's side."""
 

@@ -4,7 +4,7 @@
 (docs/apple-protocol.md, docs/emulator.md), plus a JSON control API under ``/emulator``.
 ``serve()`` runs it with uvicorn; ``appleconnect emulator`` calls it. The emulator signs and
 checks with joserfc and ``cryptography`` only and imports nothing from the client library
-(docs/architecture.md, "Import boundaries").
+(docs/architecture.md#import-boundaries).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Everything the emulator signs and checks, done with joserfc and ``cryptography``.
 
-The emulator never uses the project's own JOSE code (docs/architecture.md): it is an independent
-implementation of Apple's side, so that a bug in the library is caught here instead of cancelling
-out.
+The emulator never uses the project's own JOSE code (docs/architecture.md#import-boundaries):
+it is an independent implementation of Apple's side, so that a bug in the library is caught here
+instead of cancelling out.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ async def consent(request: Request, state: StateDep, pages: PagesDep) -> Respons
 
 # Apple's three form endpoints are plain Starlette routes: they read their form themselves and
 # need nothing from FastAPI, whose parameter analysis and dependency solving cost about a third
-# of an RSA signature per request, a sixth of a whole code exchange (docs/emulator.md, "Speed").
+# of an RSA signature per request, a sixth of a whole code exchange (docs/emulator.md#speed).
 
 
 async def token_endpoint(request: Request) -> Response:

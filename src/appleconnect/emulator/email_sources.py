@@ -5,7 +5,7 @@ At Apple a team registers, under "Sign in with Apple for Email Communication", t
 the individual addresses it sends from (up to 32 for an individual membership, 100 for an
 organisation). The emulator keeps the same list per team; a domain may carry the DKIM public key
 (selector and PEM) that DNS would publish at ``<selector>._domainkey.<domain>``. See
-docs/emulator.md, "Private Email Relay".
+docs/emulator.md#private-email-relay.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Server-to-server notifications, sent the way Apple sends them (docs/apple-protocol.md,
-"Server-to-server notifications").
+"""Server-to-server notifications, sent the way Apple sends them
+(docs/apple-protocol.md#notifications).
 
 Each event is a JWT signed with the JWKS keys (RS256): ``iss``, ``aud`` (the team's primary App
 ID), ``iat``, ``exp``, ``jti`` and ``events``, which Apple sends as a JSON *string*. It is POSTed
@@ -93,8 +93,8 @@ class Notifier:
         team = state.get_team(team_id)
         now = state.now()
         sub = state.sub_for(account_id, team_id)
-        # Apple's captures show event_time in milliseconds (docs/apple-protocol.md, "Quirk:
-        # `event_time` in seconds or milliseconds").
+        # Apple's captures show event_time in milliseconds
+        # (docs/apple-protocol.md#quirk-event-time-unit).
         events: dict[str, Any] = {"type": event_type, "sub": sub, "event_time": int(now * 1000)}
         if email is not None:
             events["email"] = email

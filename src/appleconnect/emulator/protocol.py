@@ -1,7 +1,7 @@
 """Apple's rules, independent of HTTP: what ``/auth/authorize``, ``/auth/token``, ``/auth/revoke``
 and ``/auth/usermigrationinfo`` accept, refuse and answer.
 
-Each rule names the part of docs/apple-protocol.md it follows. Every refusal is an
+Each rule names the part of docs/apple-protocol.md it follows, by anchor. Every refusal is an
 :class:`OAuthError` carrying Apple's ``error`` code; descriptions are the ones observed from
 Apple where known.
 """
@@ -116,8 +116,8 @@ def _single(
 def validate_authorize(
     state: EmulatorState, params: Mapping[str, list[str]], *, native: bool = False
 ) -> AuthorizeRequest:
-    """Check ``/auth/authorize`` parameters in Apple's order (docs/apple-protocol.md, "GET
-    /auth/authorize"; TN3107).
+    """Check ``/auth/authorize`` parameters in Apple's order (docs/apple-protocol.md#authorize;
+    TN3107).
 
     ``native`` is the control API's stand-in for the native SDK: an App ID with no redirect URI.
     """
@@ -221,8 +221,8 @@ def id_token_claims(
     ttl: int,
     first: bool,
 ) -> dict[str, Any]:
-    """The claims Apple puts in an id_token (docs/apple-protocol.md, "The identity token"),
-    without the hash claims."""
+    """The claims Apple puts in an id_token (docs/apple-protocol.md#identity-token), without the
+    hash claims."""
     now = int(state.now())
     claims: dict[str, Any] = {
         "iss": state.issuer,
@@ -258,8 +258,8 @@ def authorize(
     last_name: str | None = None,
     cancel: bool = False,
 ) -> AuthorizationResult:
-    """The consent step: what the user's choice sends back to the client (docs/apple-protocol.md,
-    "What comes back to the redirect URI")."""
+    """The consent step: what the user's choice sends back to the client
+    (docs/apple-protocol.md#authorization-response)."""
     params: dict[str, str] = {}
     if cancel or account is None:
         params["error"] = "user_cancelled_authorize"
@@ -327,8 +327,8 @@ def authorize(
 
 
 def authenticate_client(state: EmulatorState, form: Mapping[str, str]) -> Client:
-    """Check ``client_id`` and ``client_secret`` like Apple (docs/apple-protocol.md, "The client
-    secret"); return the client."""
+    """Check ``client_id`` and ``client_secret`` like Apple (docs/apple-protocol.md#client-secret);
+    return the client."""
     client_id = form.get("client_id")
     if not client_id:
         raise OAuthError("invalid_request", "The parameter client_id is missing.")
@@ -495,7 +495,7 @@ def _refresh_grant(state: EmulatorState, client: Client, form: Mapping[str, str]
 
 
 def revoke(state: EmulatorState, form: Mapping[str, str]) -> tuple[str, str] | None:
-    """``POST /auth/revoke``: end the consent a token belongs to (docs/apple-protocol.md).
+    """``POST /auth/revoke``: end the consent a token belongs to (docs/apple-protocol.md#revoke).
 
     Returns ``(account_id, team_id)`` of the consent that ended, or None when the token was
     already invalid (Apple answers 200 either way).
@@ -530,7 +530,7 @@ def revoke(state: EmulatorState, form: Mapping[str, str]) -> tuple[str, str] | N
 def usermigrationinfo(
     state: EmulatorState, form: Mapping[str, str], bearer: str | None
 ) -> dict[str, Any]:
-    """``POST /auth/usermigrationinfo`` (docs/apple-protocol.md; Apple's TN3159)."""
+    """``POST /auth/usermigrationinfo`` (docs/apple-protocol.md#migration; Apple's TN3159)."""
     client = authenticate_client(state, form)
     if not bearer:
         raise OAuthError("invalid_request", "The Authorization bearer token is missing.")

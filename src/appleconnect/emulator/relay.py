@@ -15,7 +15,7 @@ email sources the app's team registered, and only while the user keeps forwardin
 
 :class:`EmailRelay` decides, delivers into each Apple ID's mailbox and keeps a log of every
 message; :mod:`.smtp` puts it behind a real SMTP server. Everything is in memory. See
-docs/emulator.md, "Private Email Relay".
+docs/emulator.md#private-email-relay.
 """
 
 from __future__ import annotations

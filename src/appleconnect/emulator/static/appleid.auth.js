@@ -1,8 +1,8 @@
 /*
  * appleid.auth.js, as served by appleconnect's emulator of Apple's side (not Apple's script).
  *
- * Implements the documented surface of Sign in with Apple JS (docs/apple-protocol.md, "Button
- * images and Sign in with Apple JS"):
+ * Implements the documented surface of Sign in with Apple JS
+ * (docs/apple-protocol.md#buttons-and-js):
  * AppleID.auth.init(ClientConfigI), AppleID.auth.signIn([ClientConfigI]) (redirect, or a popup
  * that resolves a Promise), the appleid-signin-* meta tags, <div id="appleid-signin" data-...>
  * buttons, and the AppleIDSignInOnSuccess / AppleIDSignInOnFailure events on document.
