@@ -49,6 +49,9 @@ FORBIDDEN_PATTERNS = (
     re.compile(r"\bP(?:[1-9]|1[0-9])\b"),
     # Paths of a developer's machine.
     re.compile(r"(?<![\w.])/work/"),
+    # A doc cited by a section's title ('docs/service.md, "Accounts"'): cite the anchor
+    # ('docs/service.md#accounts'), which the tests above check.
+    re.compile(r'docs/[\w.-]+\.md,\s*(?:[#*]\s*)?"'),
 )
 
 
@@ -197,7 +200,9 @@ def test_nothing_cites_documents_outside_the_repository(phrase: str) -> None:
     assert hits == [], f"{phrase!r} appears in the repository"
 
 
-@pytest.mark.parametrize("pattern", FORBIDDEN_PATTERNS, ids=["numbered-pitfall", "machine-path"])
+@pytest.mark.parametrize(
+    "pattern", FORBIDDEN_PATTERNS, ids=["numbered-pitfall", "machine-path", "title-citation"]
+)
 def test_no_numbered_pitfalls_or_machine_paths(pattern: re.Pattern[str]) -> None:
     hits = []
     for path in _scanned_files():
