@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.fernet import Fernet
 from integration_helpers import CALLBACK
 
 from appleconnect.integrations import AppleSignIn, MemoryStore
@@ -14,4 +15,9 @@ from appleconnect.testing import AppleEmulator
 def apple_sign_in(apple_emulator: AppleEmulator) -> AppleSignIn:
     """The framework-neutral core, talking to the emulator in-process."""
     apple_emulator.register_redirect_uri(CALLBACK)
-    return AppleSignIn(apple_emulator.client(), redirect_uri=CALLBACK, store=MemoryStore())
+    return AppleSignIn(
+        apple_emulator.client(),
+        redirect_uri=CALLBACK,
+        store=MemoryStore(),
+        encryption_key=Fernet.generate_key().decode(),
+    )

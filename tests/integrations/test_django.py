@@ -16,6 +16,7 @@ from pathlib import Path
 import django
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from django.conf import settings
 from integration_helpers import CALLBACK, NOTIFICATIONS, failure_reasons
 
@@ -46,18 +47,24 @@ if not settings.configured:
 
 from django.contrib.auth import get_user_model  # noqa: E402 - needs the settings above
 from django.contrib.sessions.models import Session  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.core.management.base import CommandError  # noqa: E402
+from django.core.management.base import CommandError, SystemCheckError  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 from django.urls import include, path  # noqa: E402
 
+from appleconnect.integrations.django.conf import apple_sign_in  # noqa: E402
 from appleconnect.integrations.django.models import (  # noqa: E402
     AppleIdentity,
     AppleNotificationSeen,
     AppleSignInRequest,
 )
+from appleconnect.integrations.django.store import account_of  # noqa: E402
 
+KEY = Fernet.generate_key().decode()
 MARIA = "maria.ruiz@example.com"
 LI = "li.wei@example.com"
 
@@ -93,7 +100,7 @@ def database() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def configured(apple_emulator: AppleEmulator) -> Iterator[None]:
     apple_emulator.register_redirect_uri(CALLBACK)
-    conf = {"CLIENT": apple_emulator.client(), "REDIRECT_URI": CALLBACK}
+    conf = {"CLIENT": apple_emulator.client(), "REDIRECT_URI": CALLBACK, "ENCRYPTION_KEY": KEY}
     with override_settings(APPLE_SIGN_IN=conf):
         yield
     for model in (AppleSignInRequest, AppleNotificationSeen, Session, get_user_model()):
@@ -207,7 +214,7 @@ def test_notifications_are_applied(
     [revoked] = apple_emulator.revoke_consent(LI)
     assert revoked.status == "delivered"
     assert browser.get("/me", secure=True).status_code == 401  # signed out everywhere
-    assert AppleIdentity.objects.get().refresh_token == ""
+    assert AppleIdentity.objects.get().encrypted_refresh_token == ""
     sign_in(apple_emulator, browser, apple_side, LI)
     [deleted] = apple_emulator.delete_account(LI)
     assert deleted.status == "delivered"
@@ -246,7 +253,8 @@ def test_the_management_command_revokes_then_deletes(
 ) -> None:
     sign_in(apple_emulator, browser, apple_side)
     identity = AppleIdentity.objects.select_related("user").get()
-    refresh, username = identity.refresh_token, identity.user.get_username()
+    refresh = apple_sign_in().refresh_token_of(account_of(identity))
+    username = identity.user.get_username()
     out = io.StringIO()
     call_command("apple_delete_user", username, stdout=out)
     assert "Revoked the Apple tokens" in out.getvalue()
@@ -264,3 +272,66 @@ def test_the_management_command_keeps_the_user_when_apple_is_down(
     with pytest.raises(CommandError, match="user kept"):
         call_command("apple_delete_user", username)
     assert get_user_model().objects.filter(username=username).exists()
+
+
+def test_the_table_holds_only_the_encrypted_refresh_token(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    started = browser.get("/auth/apple/start", secure=True)
+    posted = form_post(apple_side, apple_emulator.authorize(started["Location"]).form)
+    waiting = json.dumps(AppleSignInRequest.objects.get(kind="completed").data)
+    browser.get(posted["Location"], secure=True)
+    with connection.cursor() as cursor:
+        table = AppleIdentity._meta.db_table
+        cursor.execute(f"SELECT encrypted_refresh_token FROM {table}")  # noqa: S608
+        [(column,)] = cursor.fetchall()
+        columns = [c.name for c in connection.introspection.get_table_description(cursor, table)]
+    assert "refresh_token" not in columns  # the clear column is gone
+    refresh = apple_sign_in().refresh_token_of(account_of(AppleIdentity.objects.get()))
+    assert refresh is not None
+    assert refresh.startswith("r")
+    assert refresh not in column
+    assert refresh not in waiting
+    assert apple_emulator.client().refresh(refresh).access_token  # it decrypts to Apple's token
+
+
+def test_the_management_command_with_a_wrong_key_keeps_the_user(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    sign_in(apple_emulator, browser, apple_side)
+    username = get_user_model().objects.get().get_username()
+    conf = {**settings.APPLE_SIGN_IN, "ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    with (
+        override_settings(APPLE_SIGN_IN=conf),
+        pytest.raises(CommandError, match=r"cannot be decrypted .* User kept\."),
+    ):
+        call_command("apple_delete_user", username)
+    assert get_user_model().objects.filter(username=username).exists()
+
+
+def test_django_refuses_to_start_without_an_encryption_key() -> None:
+    conf = {k: v for k, v in settings.APPLE_SIGN_IN.items() if k != "ENCRYPTION_KEY"}
+    with override_settings(APPLE_SIGN_IN=conf):
+        with pytest.raises(ImproperlyConfigured, match=r"Set APPLE_SIGN_IN\['ENCRYPTION_KEY'\]"):
+            apple_sign_in()
+        with pytest.raises(SystemCheckError, match=r"appleconnect_apple\.E001"):
+            call_command("check")
+    with (
+        override_settings(APPLE_SIGN_IN={**conf, "ENCRYPTION_KEY": "not-a-key"}),
+        pytest.raises(ImproperlyConfigured, match=r"ENCRYPTION_KEY'\] is wrong: .* not a Fernet"),
+    ):
+        apple_sign_in()
+
+
+def test_the_migration_encrypts_the_tokens_kept_in_the_clear() -> None:
+    executor = MigrationExecutor(connection)
+    executor.migrate([("appleconnect_apple", "0001_initial")])
+    old = executor.loader.project_state(("appleconnect_apple", "0001_initial")).apps
+    user = old.get_model(settings.AUTH_USER_MODEL).objects.create(username="legacy")
+    identities = old.get_model("appleconnect_apple", "AppleIdentity").objects
+    identities.create(user=user, sub="001.legacy", refresh_token="r-legacy-token")
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("appleconnect_apple"))
+    identity = AppleIdentity.objects.get(sub="001.legacy")
+    assert "r-legacy-token" not in identity.encrypted_refresh_token
+    assert apple_sign_in().refresh_token_of(account_of(identity)) == "r-legacy-token"

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from integration_helpers import CALLBACK, ORIGIN
 
 from appleconnect.testing import AppleEmulator
@@ -46,6 +47,7 @@ def apple_environment(apple_emulator: AppleEmulator, monkeypatch: pytest.MonkeyP
         "APPLE_APP_ID": c.app_id,
         "APPLE_REDIRECT_URI": CALLBACK,
         "APPLE_BASE_URL": apple_emulator.base_url,
+        "APPLE_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     }.items():
         monkeypatch.setenv(name, value)
 

@@ -162,7 +162,7 @@ def test_deleting_the_account_revokes_at_apple(
     sign_in(apple_emulator, browser, apple_side)
     store = app.extensions["appleconnect"].store
     account = store.get_account(apple_emulator.sub_for(MARIA))
-    refresh = account.refresh_token
+    refresh = app.extensions["appleconnect"].refresh_token_of(account)
     assert browser.post("/auth/apple/delete-account").status_code == 204
     assert store.get_account(account.sub) is None
     with pytest.raises(InvalidGrant, match="revoked"):

@@ -8,6 +8,7 @@ Apple Connect service, never the emulator. See docs/integrations.md.
 
 from __future__ import annotations
 
+from ._crypto import EncryptionKeyError, TokenCipher
 from ._flow import AppleSignIn, Finished, SignInError, Started, from_environ, safe_next_path
 from ._records import AppleAccount, CompletedSignIn, PendingSignIn
 from ._store import MemoryStore, SignInStore
@@ -16,12 +17,14 @@ __all__ = [
     "AppleAccount",
     "AppleSignIn",
     "CompletedSignIn",
+    "EncryptionKeyError",
     "Finished",
     "MemoryStore",
     "PendingSignIn",
     "SignInError",
     "SignInStore",
     "Started",
+    "TokenCipher",
     "from_environ",
     "safe_next_path",
 ]

@@ -23,7 +23,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from appleconnect import (
     parse_notification,
 )
 
+from ._crypto import TokenCipher
 from ._records import AppleAccount, CompletedSignIn, PendingSignIn
 from ._store import SignInStore
 
@@ -137,8 +138,10 @@ class AppleSignIn:
 
     ``client`` is an :class:`~appleconnect.AppleClient` for your Services ID, with your App ID in
     ``extra_audiences`` (notifications are addressed to it). ``redirect_uri`` is the callback
-    URL registered at Apple; ``store`` a :class:`SignInStore`. ``secure_cookies`` is for the
-    adapters: keep it on outside local development.
+    URL registered at Apple; ``store`` a :class:`SignInStore`. ``encryption_key`` is a Fernet
+    key (or several, the first encrypting; see :mod:`._crypto`): Apple's refresh tokens reach the
+    store only encrypted with it. ``secure_cookies`` is for the adapters: keep it on outside
+    local development.
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class AppleSignIn:
         *,
         redirect_uri: str,
         store: SignInStore,
+        encryption_key: str | Sequence[str],
         scope: tuple[str, ...] = ("name", "email"),
         secure_cookies: bool = True,
         session_ttl: float = SESSION_TTL,
@@ -155,6 +159,7 @@ class AppleSignIn:
         self.client = client
         self.redirect_uri = redirect_uri
         self.store = store
+        self.cipher = TokenCipher(encryption_key)
         self.scope = scope
         self.secure_cookies = secure_cookies
         self.session_ttl = session_ttl
@@ -220,7 +225,7 @@ class AppleSignIn:
                 is_private_email=bool(identity.is_private_email),
                 first_name=user.first_name if user else None,
                 last_name=user.last_name if user else None,
-                refresh_token=tokens.refresh_token,
+                encrypted_refresh_token=self._encrypt(tokens.refresh_token),
                 next_path=pending.next_path,
                 expires_at=self._clock() + FINISH_TTL,
             ),
@@ -243,6 +248,17 @@ class AppleSignIn:
         self.store.create_session(_hash(session), account.sub, self._clock() + self.session_ttl)
         return Finished(account, session, completed.next_path, created)
 
+    def _encrypt(self, refresh_token: str | None) -> str | None:
+        return self.cipher.encrypt(refresh_token) if refresh_token else None
+
+    def refresh_token_of(self, account: AppleAccount) -> str | None:
+        """The account's Apple refresh token in the clear (``None`` if there is none).
+
+        Raises :class:`~appleconnect.integrations.EncryptionKeyError` when the configured key
+        cannot decrypt it."""
+        stored = account.encrypted_refresh_token
+        return self.cipher.decrypt(stored) if stored else None
+
     def _link(self, completed: CompletedSignIn) -> tuple[AppleAccount, bool]:
         account = self.store.get_account(completed.sub)
         created = account is None
@@ -253,8 +269,8 @@ class AppleSignIn:
             account.is_private_email = completed.is_private_email
         if account.first_name is None and account.last_name is None:
             account.first_name, account.last_name = completed.first_name, completed.last_name
-        if completed.refresh_token is not None:
-            account.refresh_token = completed.refresh_token
+        if completed.encrypted_refresh_token is not None:
+            account.encrypted_refresh_token = completed.encrypted_refresh_token
         self.store.save_account(account)
         return account, created
 
@@ -289,7 +305,7 @@ class AppleSignIn:
         if kind == Notification.CONSENT_REVOKED:
             self.store.end_sessions_of(notification.sub)
             if account is not None:
-                account.refresh_token = None
+                account.encrypted_refresh_token = None
         elif kind == Notification.ACCOUNT_DELETED:
             self.store.end_sessions_of(notification.sub)
             self.store.delete_account(notification.sub)
@@ -305,13 +321,16 @@ class AppleSignIn:
         """Delete the account: revoke its refresh token at Apple, then forget it.
 
         If Apple cannot be reached, :class:`~appleconnect.AppleUnavailable` is raised and nothing
-        is deleted, so that the deletion can be retried.
+        is deleted, so that the deletion can be retried; so is
+        :class:`~appleconnect.integrations.EncryptionKeyError` when the stored token cannot be
+        decrypted with the configured key.
         """
         account = self.store.get_account(sub)
         if account is None:
             return
-        if account.refresh_token:
-            self.client.revoke(account.refresh_token)
+        refresh_token = self.refresh_token_of(account)
+        if refresh_token:
+            self.client.revoke(refresh_token)
         self.store.end_sessions_of(sub)
         self.store.delete_account(sub)
 
@@ -321,6 +340,7 @@ def from_environ(environ: Mapping[str, str], *, store: SignInStore) -> AppleSign
 
     ``APPLE_TEAM_ID``, ``APPLE_KEY_ID``, ``APPLE_PRIVATE_KEY`` (the .p8 file's text; or
     ``APPLE_PRIVATE_KEY_FILE``, its path), ``APPLE_SERVICES_ID``, ``APPLE_REDIRECT_URI``;
+    ``APPLE_ENCRYPTION_KEY`` (the Fernet key(s) that encrypt Apple's refresh tokens at rest);
     optional ``APPLE_APP_ID`` (also accepted as audience; notifications are addressed to it),
     ``APPLE_BASE_URL`` (default Apple's; the emulator's URL in development) and
     ``APPLE_INSECURE_COOKIES=1`` (cookies without ``Secure``, for plain-HTTP development only).
@@ -332,6 +352,11 @@ def from_environ(environ: Mapping[str, str], *, store: SignInStore) -> AppleSign
             raise ValueError(f"Set the environment variable {name} (see docs/integrations.md).")
         return value
 
+    encryption_key = need("APPLE_ENCRYPTION_KEY")
+    try:
+        TokenCipher(encryption_key)
+    except ValueError as exc:
+        raise ValueError(f"The environment variable APPLE_ENCRYPTION_KEY is wrong: {exc}") from None
     key = environ.get("APPLE_PRIVATE_KEY", "").strip()
     if not key:
         with open(need("APPLE_PRIVATE_KEY_FILE"), encoding="utf-8") as file:
@@ -348,5 +373,6 @@ def from_environ(environ: Mapping[str, str], *, store: SignInStore) -> AppleSign
         client,
         redirect_uri=need("APPLE_REDIRECT_URI"),
         store=store,
+        encryption_key=encryption_key,
         secure_cookies=environ.get("APPLE_INSECURE_COOKIES", "") != "1",
     )

@@ -21,8 +21,10 @@ class AppleAccount:
     first_name: str | None = None
     last_name: str | None = None
     email_forwarding: bool = True
-    refresh_token: str | None = field(default=None, repr=False)
-    """Apple's refresh token: what :meth:`AppleSignIn.delete_account` revokes at Apple."""
+    encrypted_refresh_token: str | None = field(default=None, repr=False)
+    """Apple's refresh token, encrypted with the app's key (what
+    :meth:`AppleSignIn.delete_account` revokes at Apple); :meth:`AppleSignIn.refresh_token_of`
+    decrypts it."""
 
     @property
     def full_name(self) -> str | None:
@@ -52,6 +54,6 @@ class CompletedSignIn:
     is_private_email: bool
     first_name: str | None
     last_name: str | None
-    refresh_token: str | None = field(repr=False)
+    encrypted_refresh_token: str | None = field(repr=False)
     next_path: str
     expires_at: float

@@ -14,8 +14,10 @@ class AppleSignInConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core import checks
         from django.core.signals import setting_changed
 
-        from .conf import forget
+        from .conf import check_encryption_key, forget
 
+        checks.register(check_encryption_key)
         setting_changed.connect(forget, dispatch_uid="appleconnect_apple_sign_in")

@@ -12,7 +12,8 @@ class AppleIdentity(models.Model):
 
     ``email`` and ``is_private_email`` come from the verified id_token of the latest sign-in, the
     names from the first one. ``email_forwarding`` is ``False`` after ``email-disabled``.
-    ``refresh_token`` is what is revoked at Apple when the user is deleted.
+    ``encrypted_refresh_token`` is Apple's refresh token (what is revoked at Apple when the user is
+    deleted), encrypted with ``APPLE_SIGN_IN["ENCRYPTION_KEY"]``; never the token itself.
     """
 
     user = models.OneToOneField(
@@ -24,7 +25,7 @@ class AppleIdentity(models.Model):
     email_forwarding = models.BooleanField(default=True)
     first_name = models.CharField(max_length=100, blank=True, default="")
     last_name = models.CharField(max_length=100, blank=True, default="")
-    refresh_token = models.TextField(blank=True, default="")
+    encrypted_refresh_token = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

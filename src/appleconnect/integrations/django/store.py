@@ -27,7 +27,7 @@ def account_of(identity: AppleIdentity) -> AppleAccount:
         first_name=identity.first_name or None,
         last_name=identity.last_name or None,
         email_forwarding=identity.email_forwarding,
-        refresh_token=identity.refresh_token or None,
+        encrypted_refresh_token=identity.encrypted_refresh_token or None,
     )
 
 
@@ -83,7 +83,7 @@ class DjangoStore:
             identity.email_forwarding = account.email_forwarding
             identity.first_name = account.first_name or ""
             identity.last_name = account.last_name or ""
-            identity.refresh_token = account.refresh_token or ""
+            identity.encrypted_refresh_token = account.encrypted_refresh_token or ""
             identity.save()
 
     @staticmethod

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from appleconnect import AppleConnectError
+from appleconnect.integrations._crypto import EncryptionKeyError
 
 from ...conf import apple_sign_in
 from ...models import AppleIdentity
@@ -46,4 +47,6 @@ class Command(BaseCommand):
             apple_sign_in().delete_account(identity.sub)
         except AppleConnectError as exc:
             raise CommandError(f"Apple refused or could not be reached; user kept: {exc}") from exc
+        except EncryptionKeyError as exc:
+            raise CommandError(f"{exc} User kept.") from exc
         self.stdout.write(f"Revoked the Apple tokens of {ref} and deleted the user.")
