@@ -335,3 +335,44 @@ def test_the_migration_encrypts_the_tokens_kept_in_the_clear() -> None:
     identity = AppleIdentity.objects.get(sub="001.legacy")
     assert "r-legacy-token" not in identity.encrypted_refresh_token
     assert apple_sign_in().refresh_token_of(account_of(identity)) == "r-legacy-token"
+
+
+def test_a_second_browser_with_its_own_sign_in_cannot_finish_the_first(
+    apple_emulator: AppleEmulator,
+    browser: Client,
+    apple_side: Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = browser.get("/auth/apple/start", secure=True)
+    posted = form_post(apple_side, apple_emulator.authorize(started["Location"]).form)
+    other = Client()
+    assert other.get("/auth/apple/start", secure=True).status_code == 303
+    assert "apple_signin_browser" in other.cookies  # its own browser cookie
+    assert other.get(posted["Location"], secure=True).status_code == 400
+    assert other.get("/me", secure=True).status_code == 401
+    assert failure_reasons(caplog) == ["browser"]
+    assert not AppleIdentity.objects.exists()
+
+
+def test_answers_that_set_cookies_or_carry_tokens_are_not_cached(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    started = browser.get("/auth/apple/start", secure=True)
+    posted = form_post(apple_side, apple_emulator.authorize(started["Location"]).form)
+    finished = browser.get(posted["Location"], secure=True)
+    assert "sessionid" in finished.cookies
+    again = browser.get(posted["Location"], secure=True)  # the failure page
+    for answer in (started, posted, finished, again):
+        assert "no-store" in answer["Cache-Control"]
+
+
+def test_bodies_larger_than_apple_sends_are_refused_unread(
+    apple_emulator: AppleEmulator, browser: Client, apple_side: Client
+) -> None:
+    signed = apple_emulator.authorize(browser.get("/auth/apple/start", secure=True)["Location"])
+    assert form_post(apple_side, {**signed.form, "padding": "x" * 17 * 1024}).status_code == 413
+    assert form_post(apple_side, signed.form).status_code == 303  # the state was not used up
+    big = apple_side.post(
+        "/auth/apple/notifications", "{" * (65 * 1024), content_type="application/json", secure=True
+    )
+    assert big.status_code == 413

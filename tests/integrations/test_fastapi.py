@@ -61,7 +61,10 @@ class Flow:
         return self.emulator.authorize(started.headers["location"], account, **kw)  # type: ignore[arg-type]
 
     async def callback(self, signed: SignIn) -> httpx.Response:
-        return await self.apple_side.post("/auth/apple/callback", data=signed.form)
+        return await self.callback_raw(signed.form)
+
+    async def callback_raw(self, form: dict[str, str]) -> httpx.Response:
+        return await self.apple_side.post("/auth/apple/callback", data=form)
 
     async def sign_in(self, account: str = MARIA, **consent: object) -> httpx.Response:
         """The whole flow; the answer of ``/finish``."""
@@ -241,3 +244,37 @@ def test_sync_client_over_a_real_server(
             posted = apple.post("/auth/apple/callback", data=signed.form)
             browser.get(posted.headers["location"])
             assert browser.get("/me").json()["email"] == MARIA
+
+
+async def test_a_second_browser_with_its_own_sign_in_cannot_finish_the_first(
+    flow: Flow, caplog: pytest.LogCaptureFixture
+) -> None:
+    posted = await flow.callback(await flow.consent())
+    transport = httpx.ASGITransport(app=flow.app)
+    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as other:
+        assert (await other.get("/auth/apple/start")).status_code == 303  # its own cookie
+        assert "apple_signin_browser" in other.cookies
+        assert (await other.get(posted.headers["location"])).status_code == 400
+        assert (await other.get("/me")).status_code == 401
+    assert failure_reasons(caplog) == ["browser"]
+    assert flow.account() is None
+
+
+async def test_answers_that_set_cookies_or_carry_tokens_are_not_cached(flow: Flow) -> None:
+    started = await flow.browser.get("/auth/apple/start")
+    posted = await flow.callback(flow.emulator.authorize(started.headers["location"]))
+    finished = await flow.browser.get(posted.headers["location"])
+    assert "apple_session=" in finished.headers["set-cookie"]
+    again = await flow.browser.get(posted.headers["location"])  # the failure page
+    signed_out = await flow.browser.post("/auth/apple/sign-out")
+    for answer in (started, posted, finished, again, signed_out):
+        assert answer.headers["cache-control"] == "no-store", answer.request.url
+
+
+async def test_bodies_larger_than_apple_sends_are_refused_unread(flow: Flow) -> None:
+    signed = await flow.consent()
+    padded = {**signed.form, "padding": "x" * 17 * 1024}
+    assert (await flow.callback_raw(padded)).status_code == 413
+    assert (await flow.callback(signed)).status_code == 303  # the state was not used up
+    big = await flow.apple_side.post("/auth/apple/notifications", content=b"{" * (65 * 1024))
+    assert big.status_code == 413

@@ -167,3 +167,47 @@ def test_deleting_the_account_revokes_at_apple(
     assert store.get_account(account.sub) is None
     with pytest.raises(InvalidGrant, match="revoked"):
         apple_emulator.client().refresh(refresh)
+
+
+def test_a_second_browser_with_its_own_sign_in_cannot_finish_the_first(
+    app: Flask,
+    apple_emulator: AppleEmulator,
+    browser: FlaskClient,
+    apple_side: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = browser.get("/auth/apple/start")
+    posted = apple_side.post(
+        "/auth/apple/callback", data=apple_emulator.authorize(started.headers["Location"]).form
+    )
+    other = app.test_client()
+    assert other.get("/auth/apple/start").status_code == 303  # its own browser cookie
+    assert other.get_cookie("apple_signin_browser") is not None
+    assert other.get(posted.headers["Location"]).status_code == 400
+    assert other.get("/me").status_code == 401
+    assert failure_reasons(caplog) == ["browser"]
+
+
+def test_answers_that_set_cookies_or_carry_tokens_are_not_cached(
+    apple_emulator: AppleEmulator, browser: FlaskClient, apple_side: FlaskClient
+) -> None:
+    started = browser.get("/auth/apple/start")
+    signed = apple_emulator.authorize(started.headers["Location"])
+    posted = apple_side.post("/auth/apple/callback", data=signed.form)
+    finished = browser.get(posted.headers["Location"])
+    assert any(c.startswith("apple_session=") for c in finished.headers.getlist("Set-Cookie"))
+    again = browser.get(posted.headers["Location"])  # the failure page
+    signed_out = browser.post("/auth/apple/sign-out")
+    for answer in (started, posted, finished, again, signed_out):
+        assert answer.headers["Cache-Control"] == "no-store", answer.request.url
+
+
+def test_bodies_larger_than_apple_sends_are_refused_unread(
+    apple_emulator: AppleEmulator, browser: FlaskClient, apple_side: FlaskClient
+) -> None:
+    signed = apple_emulator.authorize(browser.get("/auth/apple/start").headers["Location"])
+    padded = {**signed.form, "padding": "x" * 17 * 1024}
+    assert apple_side.post("/auth/apple/callback", data=padded).status_code == 413
+    assert apple_side.post("/auth/apple/callback", data=signed.form).status_code == 303
+    big = apple_side.post("/auth/apple/notifications", data=b"{" * (65 * 1024))
+    assert big.status_code == 413

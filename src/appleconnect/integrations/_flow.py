@@ -125,10 +125,12 @@ def _hash(value: str) -> str:
 
 
 def safe_next_path(value: str | None) -> str:
-    """``value`` when it is a path on this site (``/...``, not ``//host``), else ``/``."""
+    """``value`` when it is a path on this site (``/...``, not ``//host`` nor ``/\\host``, at
+    most 512 characters, no control character: browsers drop tabs and newlines from URLs, which
+    would turn ``/\t/host`` into ``//host``), else ``/``."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
-    if len(value) > 512 or any(ord(c) < 32 for c in value):
+    if len(value) > 512 or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
         return "/"
     return value
 

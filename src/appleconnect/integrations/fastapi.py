@@ -79,9 +79,15 @@ async def _body(request: Request, limit: int) -> bytes:
     return body
 
 
+def _no_store(response: Response) -> Response:
+    """Every answer of the router: it sets or ends cookies, or carries a one-time token."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _failed(exc: SignInError) -> Response:
     logger.warning("Sign in with Apple failed: %s", exc)
-    return PlainTextResponse(FAILED, status_code=400)
+    return _no_store(PlainTextResponse(FAILED, status_code=400))
 
 
 @router.get("/start")
@@ -94,7 +100,7 @@ def start(
     response.set_cookie(
         BROWSER_COOKIE, started.browser_value, **sign_in.cookie_options(SIGN_IN_TTL)
     )
-    return response
+    return _no_store(response)
 
 
 @router.post("/callback")
@@ -107,10 +113,11 @@ async def callback(request: Request, sign_in: SignInDep) -> Response:
         text = body.decode("utf-8")
         token = await run_in_threadpool(sign_in.callback, text)
     except UnicodeDecodeError:
-        return PlainTextResponse(FAILED, status_code=400)
+        return _no_store(PlainTextResponse(FAILED, status_code=400))
     except SignInError as exc:
         return _failed(exc)
-    return RedirectResponse(f"{request.url.path.rsplit('/', 1)[0]}/finish?token={token}", 303)
+    finish_url = f"{request.url.path.rsplit('/', 1)[0]}/finish?token={token}"
+    return _no_store(RedirectResponse(finish_url, 303))
 
 
 @router.get("/finish")
@@ -127,7 +134,7 @@ def finish(
     response.set_cookie(
         SESSION_COOKIE, finished.session_token, **sign_in.cookie_options(sign_in.session_ttl)
     )
-    return response
+    return _no_store(response)
 
 
 @router.post("/notifications")
@@ -151,7 +158,7 @@ def sign_out(request: Request, sign_in: SignInDep) -> Response:
     sign_in.sign_out(request.cookies.get(SESSION_COOKIE))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE)
-    return response
+    return _no_store(response)
 
 
 @router.post("/delete-account")
@@ -165,4 +172,4 @@ def delete_account(user: CurrentAppleUser, sign_in: SignInDep) -> Response:
         return PlainTextResponse("Apple cannot be reached; try again.", status_code=503)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE)
-    return response
+    return _no_store(response)

@@ -50,6 +50,13 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 blueprint = Blueprint("apple_sign_in", __name__)
 
 
+@blueprint.after_request
+def _no_store(response: BaseResponse) -> BaseResponse:
+    """Every answer of the blueprint: it sets or ends cookies, or carries a one-time token."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def init_app(app: Flask, sign_in: AppleSignIn, *, url_prefix: str = "/auth/apple") -> None:
     """Register the routes and the :class:`AppleSignIn` on ``app``."""
     app.extensions[EXTENSION] = sign_in

@@ -7,6 +7,7 @@ import logging
 from django.contrib.auth import authenticate, login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -43,6 +44,7 @@ def _body(request: HttpRequest, limit: int) -> bytes | None:
 TOO_LARGE = "Request body too large."
 
 
+@never_cache  # sets a cookie: Cache-Control no-store (also on callback, finish, notifications)
 @require_GET
 def start(request: HttpRequest) -> HttpResponse:
     """Send the browser to Apple, bound to it by a short-lived cookie."""
@@ -55,6 +57,7 @@ def start(request: HttpRequest) -> HttpResponse:
     return response
 
 
+@never_cache
 @csrf_exempt  # Apple's cross-site POST; the state, looked up server-side, stands in for a token
 @require_POST
 def callback(request: HttpRequest) -> HttpResponse:
@@ -72,6 +75,7 @@ def callback(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(f"{finish_url}?token={token}", status=303)
 
 
+@never_cache
 @require_GET
 def finish(request: HttpRequest) -> HttpResponse:
     """The starting browser is back: log the user in with Django's session."""
@@ -90,6 +94,7 @@ def finish(request: HttpRequest) -> HttpResponse:
     return response
 
 
+@never_cache
 @csrf_exempt  # Apple's server-to-server POST, verified by its signature
 @require_POST
 def notifications(request: HttpRequest) -> HttpResponse:
