@@ -135,6 +135,17 @@ def refresh_works(refresh_token: str) -> bool:
     return True
 
 
+def stored_in_the_clear() -> bool:
+    """Whether the refresh tokens read straight from allauth's table (``token_secret``, a plain
+    ``TextField``) are themselves accepted by Apple: stored as they came, not encrypted."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT token_secret FROM socialaccount_socialtoken")
+        raw = [value for (value,) in cursor.fetchall() if value]
+    return bool(raw) and all(refresh_works(value) for value in raw)
+
+
 def main() -> None:
     call_command("migrate", verbosity=0)
     control("POST", f"/clients/{os.environ['APPLE_SERVICES_ID']}/redirect-uris", {"uri": CALLBACK})
@@ -154,6 +165,7 @@ def main() -> None:
     report["name_after"] = [user.first_name, user.last_name]
     refresh = SocialToken.objects.filter(account__user=user).values_list("token_secret", flat=True)
     kept = [r for r in refresh if r]
+    report["refresh_token_in_clear_in_the_table"] = stored_in_the_clear()
     user.delete()
     report["refresh_valid_after_delete"] = [refresh_works(r) for r in kept]
     package = Path(sys.modules["allauth"].__file__ or "").parent

@@ -72,6 +72,11 @@ def test_deleting_the_user_does_not_revoke_at_apple(report: dict[str, Any]) -> N
     assert report["refresh_valid_after_delete"] == [True]
 
 
+def test_the_refresh_token_is_stored_in_the_clear(report: dict[str, Any]) -> None:
+    # SocialToken.token_secret is a plain TextField: the value in the table is Apple's token.
+    assert report["refresh_token_in_clear_in_the_table"] is True
+
+
 def test_no_notification_or_transfer_handling_in_the_package(report: dict[str, Any]) -> None:
     assert report["handles"] == {
         "consent-revoked": False,

@@ -161,6 +161,18 @@ def test_no_refresh_token_is_kept_and_none_is_revoked(
     assert backend.revoke_token("any-token", response["sub"]) is None
 
 
+def test_extra_data_keeps_the_access_token_as_it_came(
+    apple_emulator: AppleEmulator, strategy: DictStrategy
+) -> None:
+    _, result = complete(apple_emulator, strategy, "maria.ruiz@example.com")
+    backend, response = result["backend"], result["response"]
+    extra = backend.extra_data(None, response["sub"], response, {}, {})
+    # What the project's storage puts in UserSocialAuth.extra_data (JSON, not encrypted): the
+    # access token itself; Apple's refresh token is not there to keep.
+    assert extra["access_token"] == response["access_token"]
+    assert "refresh_token" not in extra
+
+
 def test_no_notification_or_transfer_handling_in_the_package() -> None:
     package = Path(social_core.__file__).parent
     texts = [path.read_text(errors="replace") for path in package.rglob("*.py")]
