@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from integration_helpers import account_json, serve_on_loopback
 
@@ -51,6 +52,7 @@ def test_sign_in_through_the_consent_page(apple_emulator: AppleEmulator, chromiu
             apple_emulator.client(in_process=False),
             redirect_uri=callback,
             store=MemoryStore(),
+            encryption_key=Fernet.generate_key().decode(),
             secure_cookies=False,  # plain HTTP on loopback
         )
         context = chromium.new_context()
