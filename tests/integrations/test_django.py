@@ -363,3 +363,10 @@ def test_bodies_larger_than_apple_sends_are_refused_unread(
         "/auth/apple/notifications", "{" * (65 * 1024), content_type="application/json", secure=True
     )
     assert big.status_code == 413
+
+
+def test_expired_sign_in_requests_are_removed_as_new_ones_come(browser: Client) -> None:
+    AppleSignInRequest.objects.create(kind="pending", key_hash="0" * 64, data={}, expires_at=1.0)
+    assert browser.get("/auth/apple/start", secure=True).status_code == 303
+    assert list(AppleSignInRequest.objects.values_list("kind", flat=True)) == ["pending"]
+    assert not AppleSignInRequest.objects.filter(key_hash="0" * 64).exists()

@@ -4,6 +4,7 @@ database. Sessions are Django's: ending a user's sessions changes the user's ses
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -42,6 +43,9 @@ class DjangoStore:
     """Keeps sign-ins, identities and notification ids in Django's database."""
 
     def _put(self, kind: str, key: str, data: dict[str, Any], expires_at: float) -> None:
+        # Expired requests go as new ones come: the table holds only the live ones (each /start
+        # adds a row, so it would otherwise grow without bound).
+        AppleSignInRequest.objects.filter(expires_at__lt=time.time()).delete()
         AppleSignInRequest.objects.create(
             kind=kind, key_hash=_key(key), data=data, expires_at=expires_at
         )
