@@ -425,6 +425,13 @@ if click is not None:
         default=None,
         help=CONTROL_API_HELP.format(where="/apple/emulator/... (sandbox mode only)"),
     )
+    @click.option(
+        "--rate-limits/--no-rate-limits",
+        default=True,
+        show_default=True,
+        help="Limit requests per client IP and per API key (sandbox mode only; in production "
+        "the rate_limit_* settings decide). Off for fuzzing or load tests of a sandbox.",
+    )
     @_server_limit_options
     def serve_command(
         host: str,
@@ -432,11 +439,13 @@ if click is not None:
         data_dir: Path,
         config: Path | None,
         control_api: bool | None,
+        rate_limits: bool,
         **limits: Any,
     ) -> None:
         """Run the Apple Connect service (sandbox mode, with the emulator, when unconfigured).
 
         Example: appleconnect serve --host 0.0.0.0 --control-api
+        (or appleconnect serve --no-rate-limits to fuzz a sandbox)
         """
         from appleconnect.sandbox import serve
 
@@ -447,6 +456,7 @@ if click is not None:
             config=config,
             control_api=control_api,
             limits=_server_limits(limits),
+            rate_limits=rate_limits,
         )
 
     def _add_service_commands() -> None:

@@ -273,6 +273,10 @@ def sandbox_banner(
     ]
 
 
+NO_RATE_LIMITS = {"rate_limit_per_ip": 0, "rate_limit_per_key": 0}
+"""The sandbox's settings under ``serve --no-rate-limits``."""
+
+
 @dataclass(frozen=True)
 class Composed:
     """What ``serve`` runs: the ASGI app and the banner it prints first."""
@@ -290,12 +294,14 @@ def compose(
     config: Path | None,
     control_api: bool | None = None,
     environ: Mapping[str, str] | None = None,
+    rate_limits: bool = True,
 ) -> Composed:
     """Build what ``appleconnect serve`` runs, without listening on anything.
 
     Sandbox mode without configuration, production with it. In sandbox mode the emulator's
     control API follows the emulator's rule (:func:`appleconnect.emulator.control_api_enabled`):
-    ``control_api=None`` serves it only when ``host`` is a loopback address.
+    ``control_api=None`` serves it only when ``host`` is a loopback address. ``rate_limits=False``
+    turns the sandbox's rate limits off (for fuzzing and load tests).
     """
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     public_url = f"http://{shown_host}:{port}"
@@ -305,12 +311,22 @@ def compose(
     try:
         if config is None and not _has_env_configuration(environ):
             enabled = control_api_enabled(host, control_api)
-            sandbox = build_sandbox_app(Path(data_dir), public_url=public_url, control_api=enabled)
+            sandbox = build_sandbox_app(
+                Path(data_dir),
+                public_url=public_url,
+                control_api=enabled,
+                overrides=None if rate_limits else NO_RATE_LIMITS,
+            )
             prepared = _prepare(sandbox.settings)
             banner = sandbox_banner(public_url, prepared, Path(data_dir), control_api=enabled)
             return Composed(sandbox.app, banner, sandbox=True)
         if control_api:
             raise click.UsageError("--control-api applies to sandbox mode only.")
+        if not rate_limits:
+            raise click.UsageError(
+                "--no-rate-limits applies to sandbox mode only; in production set "
+                "rate_limit_per_ip and rate_limit_per_key to 0."
+            )
         settings = load_settings(data_dir=Path(data_dir), config=config, environ=environ)
         app = create_app(settings)
         return Composed(app, production_banner(settings, _prepare(settings)), sandbox=False)
@@ -326,6 +342,7 @@ def serve(
     config: Path | None,
     control_api: bool | None = None,
     limits: ServerLimits | None = None,
+    rate_limits: bool = True,
 ) -> None:
     """Run ``appleconnect serve``: sandbox mode without configuration, production with it.
 
@@ -335,7 +352,12 @@ def serve(
 
     install_log_redaction()
     composed = compose(
-        host=host, port=port, data_dir=data_dir, config=config, control_api=control_api
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        config=config,
+        control_api=control_api,
+        rate_limits=rate_limits,
     )
     click.echo("\n".join(composed.banner))
     options = (limits or ServerLimits()).uvicorn_options()

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from . import error_handlers, readiness
+from . import error_handlers, openapi, readiness
 from .admin.panel import router as admin_router
 from .container import close_container, open_container
 from .headers import SecurityHeaders
@@ -82,6 +82,7 @@ def create_app(
     app.include_router(buttons.router)
     app.include_router(readiness.router)
     error_handlers.install(app)
+    openapi.install(app)
     # The last added runs first: settings changed in the panel apply before the gate looks at
     # them, and the gate answers before a body is read.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
+from starlette.routing import Match, Route
 
 from .admin.pages import page
 from .container import ServiceContainer
@@ -72,14 +73,30 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 _HTTP_MESSAGES = {404: "There is nothing at this address.", 405: "This method is not allowed."}
 
 
+def allowed_methods(request: Request) -> str:
+    """The methods some route answers on this request's path, for ``Allow`` (RFC 9110, 15.5.6):
+    a path served by one route per method lists them all."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
     return error_response(
         request,
         ServiceError(
             _HTTP_CODES.get(exc.status_code, "http_error"),
             _HTTP_MESSAGES.get(exc.status_code, "The request failed."),
             status=exc.status_code,
+            headers=headers,
         ),
     )
 

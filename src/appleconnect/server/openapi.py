@@ -10,7 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ERROR_RESPONSES", "SUCCESS_SCHEMAS", "WEB_RESPONSES", "api_operation", "api_paths"]
+from fastapi import FastAPI
+
+from .params import MAX_LENGTHS
+
+__all__ = [
+    "CALLBACK_BODY",
+    "CALLBACK_RESPONSES",
+    "ERROR_RESPONSES",
+    "NOTIFICATION_BODY",
+    "NOTIFICATION_RESPONSES",
+    "SUCCESS_SCHEMAS",
+    "WEB_RESPONSES",
+    "api_operation",
+    "api_paths",
+    "error_responses",
+    "install",
+]
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -24,45 +40,125 @@ _ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+"""A page for a browser."""
 
 
-ERROR_RESPONSES: dict[str, Any] = {
-    "400": _error("A parameter is missing or invalid, or Apple refused the code or token."),
-    "401": _error("The API key, session, id_token or refresh token is not valid."),
-    "413": _error("The request body is too large."),
-    "429": {
-        **_error("Too many requests from this client IP or with this API key."),
-        "headers": {
-            "Retry-After": {
-                "description": "Seconds until the limit's window ends.",
-                "schema": {"type": "integer"},
-            }
-        },
-    },
-    "502": _error("Apple refused this service's credentials (the log says why)."),
-    "503": {
-        **_error(
-            "Apple could not be reached, or its signing keys could not be fetched "
-            "(apple_unavailable), or the service's Apple settings are not set yet "
-            "(not_configured)."
-        ),
-        "headers": {
-            "Retry-After": {
-                "description": "With apple_unavailable: seconds after which to try again.",
-                "schema": {"type": "integer"},
-            }
-        },
-    },
+def _error(description: str, *, page: bool = False) -> dict[str, Any]:
+    """An error answer: the JSON error body, or on the browser routes (``page``) an HTML page
+    unless the client's ``Accept`` asks for JSON only (:func:`.error_handlers.wants_json`)."""
+    content: dict[str, Any] = {"application/json": {"schema": _ERROR_SCHEMA}}
+    if page:
+        content = {**_HTML, **content}
+    return {"description": description, "content": content}
+
+
+def _with_retry_after(response: dict[str, Any], text: str) -> dict[str, Any]:
+    retry_after = {"description": text, "schema": {"type": "integer"}}
+    return {**response, "headers": {"Retry-After": retry_after}}
+
+
+_DESCRIPTIONS = {
+    "400": "A parameter is missing or invalid, or Apple refused the code or token.",
+    "401": "The API key, session, id_token or refresh token is not valid.",
+    "404": "The account was deleted meanwhile.",
+    "413": "The request body is too large.",
+    "415": "The body is neither a form nor JSON.",
+    "429": "Too many requests from this client IP or with this API key.",
+    "502": "Apple refused this service's credentials (the log says why).",
+    "503": "Apple could not be reached, or its signing keys could not be fetched "
+    "(apple_unavailable), or the service's Apple settings are not set yet (not_configured).",
 }
+_RETRY_AFTER = {
+    "429": "Seconds until the limit's window ends.",
+    "503": "With apple_unavailable: seconds after which to try again.",
+}
+
+
+def error_responses(*codes: str, page: bool = False) -> dict[str, Any]:
+    """The documented error answers ``codes`` (JSON, or pages on the browser routes)."""
+    answers = {code: _error(_DESCRIPTIONS[code], page=page) for code in codes}
+    for code, text in _RETRY_AFTER.items():
+        if code in answers:
+            answers[code] = _with_retry_after(answers[code], text)
+    # The body limit answers before any route, always in JSON (.middleware.BodyLimit).
+    if "413" in answers:
+        answers["413"] = _error(_DESCRIPTIONS["413"])
+    return answers
+
+
+ERROR_RESPONSES: dict[str, Any] = error_responses(
+    "400", "401", "413", "415", "429", "502", "503"
+)
+"""The errors of the REST API's operations."""
 
 WEB_RESPONSES: dict[int | str, dict[str, Any]] = {
     "303": {"description": "Redirect (to Apple, to the finishing page, or to next)."},
-    "400": {"description": "A bad parameter or state (an HTML page)."},
-    "429": ERROR_RESPONSES["429"],
+    **error_responses("400", "429", "503", page=True),
 }
-"""The answers of the browser sign-in flow's documented routes."""
+"""The answers of ``/auth/apple/start``."""
+
+CALLBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "200": {
+        "description": "For a flow an app started (apple_request_auth): a page that hands the "
+        "code to the app.",
+        "content": _HTML,
+    },
+    **WEB_RESPONSES,
+    **error_responses("401", "413", "502", page=True),
+}
+"""The answers of ``/auth/apple/callback``, Apple's form_post."""
+
+CALLBACK_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    name: {"type": "string"}
+                    for name in ("state", "code", "id_token", "user", "error")
+                },
+            }
+        }
+    },
+}
+"""What Apple posts to the callback (``response_mode=form_post``)."""
+
+NOTIFICATION_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["payload"],
+                "properties": {"payload": {"type": "string", "description": "a signed JWT"}},
+            }
+        }
+    },
+}
+"""Apple's server-to-server notification: one signed JWT in a JSON object."""
+
+NOTIFICATION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "200": {
+        "description": "Applied, or a duplicate of one already applied.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["status", "event", "duplicate"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok"]},
+                        "event": {"type": "string"},
+                        "duplicate": {"type": "boolean"},
+                    },
+                }
+            }
+        },
+    },
+    **error_responses("400", "413", "502", "503"),
+}
+NOTIFICATION_RESPONSES["400"]["description"] = "Forged or malformed."
 
 _OBJECT = {"type": "object", "additionalProperties": True}
 SUCCESS_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -127,36 +223,81 @@ def api_paths(path: str, methods: list[str]) -> list[tuple[str, str, str, bool]]
     ]
 
 
+_NO_CONTROL = "^[^\\x00-\\x1f\\x7f]*$"
+"""Control characters are refused in every parameter but ``user``."""
+
+
+def _parameter_schema(name: str, text: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "maxLength": MAX_LENGTHS[name], "description": text}
+    if name != "user":
+        schema["pattern"] = _NO_CONTROL
+    return schema
+
+
+_QUERY_OR_BODY = (
+    "Each parameter may come once: in the query string (GET) or in the body (POST; the query "
+    "string is read as well, but a parameter given in both places, or twice, is refused). "
+    "The API key and the session are described by the security schemes."
+)
+
+
 def api_operation(
-    params: Mapping[str, str], required_params: tuple[str, ...] = (), *, name: str
+    params: Mapping[str, str], *, name: str, method: str, errors: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Describe parameters that may come as a query string or as a form body, the answer,
-    and the errors."""
-    properties = {name: {"type": "string", "description": text} for name, text in params.items()}
-    schema = {"type": "object", "properties": properties, "required": list(required_params)}
-    return {
+    """Describe an operation of the REST API: its parameters (the query string for GET, a form
+    or JSON body for POST), its answer and its errors."""
+    operation: dict[str, Any] = {
+        "description": _QUERY_OR_BODY,
         "responses": {
             "200": {
                 "description": "OK",
                 "content": {"application/json": {"schema": SUCCESS_SCHEMAS[name]}},
             },
-            **ERROR_RESPONSES,
-        },
-        "parameters": [
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": text,
-            }
-            for name, text in params.items()
-        ],
-        "requestBody": {
-            "required": False,
-            "content": {
-                "application/x-www-form-urlencoded": {"schema": schema},
-                "application/json": {"schema": schema},
-            },
+            **error_responses(*errors),
         },
     }
+    if not params:
+        return operation
+    if method == "GET":
+        operation["parameters"] = [
+            {"name": p, "in": "query", "required": False, "schema": _parameter_schema(p, text)}
+            for p, text in params.items()
+        ]
+        return operation
+    properties = {p: _parameter_schema(p, text) for p, text in params.items()}
+    json_properties = dict(properties)
+    if "user" in properties:
+        # In a JSON body, Apple's user object may also be given as an object.
+        json_properties["user"] = {"oneOf": [properties["user"], {"type": "object"}]}
+    operation["requestBody"] = {
+        "required": False,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "properties": properties}
+            },
+            "application/json": {"schema": {"type": "object", "properties": json_properties}},
+        },
+    }
+    return operation
+
+
+def install(app: FastAPI) -> None:
+    """Make ``app``'s document exact: FastAPI adds a 422 answer to every operation with a
+    parameter, but a parameter FastAPI refuses is answered 400 here
+    (:mod:`.error_handlers`), which the operations already describe."""
+    generate = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            if not schemas:
+                schema.get("components", {}).pop("schemas", None)
+        return app.openapi_schema or {}
+
+    app.openapi = document  # type: ignore[method-assign]

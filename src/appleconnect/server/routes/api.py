@@ -43,13 +43,17 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
+_API_ERRORS = ("400", "401", "413", "415", "429", "503")
+"""What every operation may answer besides 200; apple_connect adds 502, delete_account 404."""
+
+
 def _add(
     path: str,
     methods: list[str],
     endpoint: Callable[..., Awaitable[Response]],
     summary: str,
     params: Mapping[str, str],
-    required_params: tuple[str, ...] = (),
+    errors: tuple[str, ...],
 ) -> None:
     """Route ``endpoint`` on ``path`` and ``path/`` for each method, described in the schema."""
     for p, method, op_id, in_schema in api_paths(path, methods):
@@ -60,7 +64,9 @@ def _add(
             operation_id=op_id,
             include_in_schema=in_schema,
             summary=summary,
-            openapi_extra=api_operation(params, required_params, name=path.rsplit("/", 1)[-1]),
+            openapi_extra=api_operation(
+                params, name=path.rsplit("/", 1)[-1], method=method, errors=errors
+            ),
         )
 
 
@@ -101,8 +107,8 @@ _add(
     ["GET", "POST"],
     apple_request_auth,
     "Make an authorization URL with server-side state",
-    {"key": "API key", "redirect_uri": "one of app_redirect_uris"},
-    ("key",),
+    {"redirect_uri": "one of app_redirect_uris"},
+    _API_ERRORS,
 )
 
 
@@ -131,7 +137,6 @@ _add(
     apple_connect,
     "Sign in with an authorization code (or a refresh token)",
     {
-        "key": "API key",
         "code": "Apple's authorization code",
         "state": "the state from apple_request_auth",
         "redirect_uri": "one of forward_uris: also receives the result by POST",
@@ -141,7 +146,7 @@ _add(
         "refresh_token": "validate a stored refresh token instead of a code",
         "client_id": "which configured client id the code was issued to",
     },
-    ("key",),
+    (*_API_ERRORS, "502"),
 )
 
 
@@ -239,7 +244,8 @@ async def _forward(service: ServiceContainer, url: str, body: Mapping[str, Any])
 
 # --- with a session ------------------------------------------------------------------------
 
-_SESSION = {"cookie": "the session (or Authorization: Bearer)"}
+_SESSION: dict[str, str] = {}
+"""The session is the only parameter, described by the security schemes (:mod:`..deps`)."""
 
 
 async def validate_auth_cookie(user: CurrentUser) -> Response:
@@ -272,16 +278,27 @@ async def delete_account_route(service: ContainerDep, user: CurrentUser) -> Resp
 
 
 _add(
-    "/api/validate_auth_cookie", ["GET", "POST"], validate_auth_cookie, "Check a session", _SESSION
+    "/api/validate_auth_cookie",
+    ["GET", "POST"],
+    validate_auth_cookie,
+    "Check a session",
+    _SESSION,
+    _API_ERRORS,
 )
 _add(
-    "/api/get_currentuserinfo", ["GET", "POST"], get_currentuserinfo, "The signed-in user", _SESSION
+    "/api/get_currentuserinfo",
+    ["GET", "POST"],
+    get_currentuserinfo,
+    "The signed-in user",
+    _SESSION,
+    _API_ERRORS,
 )
-_add("/api/logout", ["POST"], logout, "End the session", _SESSION)
+_add("/api/logout", ["POST"], logout, "End the session", _SESSION, _API_ERRORS)
 _add(
     "/api/delete_account",
     ["POST"],
     delete_account_route,
     "Revoke at Apple and delete the user",
     _SESSION,
+    (*_API_ERRORS, "404"),
 )

@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from ..deps import ContainerDep
 from ..jsonbody import check_json_shape
-from ..openapi import ERROR_RESPONSES
+from ..openapi import NOTIFICATION_BODY, NOTIFICATION_RESPONSES
 from ..signin import handle_notification
 
 __all__ = ["router"]
@@ -23,10 +23,8 @@ MAX_NOTIFICATION_BYTES = 16_384
 @router.post(
     "/auth/apple/notifications",
     summary="Apple's server-to-server notifications",
-    responses={
-        "400": ERROR_RESPONSES["400"] | {"description": "Forged or malformed."},
-        "503": ERROR_RESPONSES["503"] | {"description": "Apple's keys unavailable."},
-    },
+    responses=NOTIFICATION_RESPONSES,
+    openapi_extra={"requestBody": NOTIFICATION_BODY},
 )
 async def notifications(request: Request, service: ContainerDep) -> Response:
     body = await request.body()

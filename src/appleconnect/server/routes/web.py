@@ -15,7 +15,7 @@ import re
 from typing import Annotated
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -34,7 +34,7 @@ from ..deps import ContainerDep, CurrentSettings, IpLimit, client_host, user_of_
 from ..errors import ServiceError, invalid, state_error
 from ..html import templates
 from ..models import AuthRequest
-from ..openapi import WEB_RESPONSES
+from ..openapi import CALLBACK_BODY, CALLBACK_RESPONSES, WEB_RESPONSES
 from ..signin import claim_request, delete_account, sign_in_with_code, verify_hint
 
 __all__ = ["HANDOFF_MAX_AGE", "router", "safe_next"]
@@ -64,13 +64,32 @@ def safe_next(value: str | None) -> str:
     return value
 
 
+NextPath = Annotated[
+    str,
+    Query(
+        description="A path on this site to return to, like /account.",
+        # Documents what safe_next accepts; safe_next is what checks it.
+        json_schema_extra={
+            "maxLength": _NEXT_MAX,
+            "pattern": r"^(/([^/\\\x00-\x1f\x7f][^\\\x00-\x1f\x7f]*)?)?$",
+        },
+    ),
+]
+
+
 def _with_query(path: str, **extra: str) -> str:
     return path + ("&" if "?" in path else "?") + urlencode(extra)
 
 
-@router.get("/auth/apple/start", summary="Start a web sign-in", responses=WEB_RESPONSES)
+@router.get(
+    "/auth/apple/start",
+    summary="Start a web sign-in",
+    status_code=303,
+    response_class=RedirectResponse,
+    responses=WEB_RESPONSES,
+)
 async def start(
-    request: Request, service: ContainerDep, _limit: IpLimit, next: str | None = None
+    request: Request, service: ContainerDep, _limit: IpLimit, next: NextPath = ""
 ) -> Response:
     """Store a sign-in request bound to this browser (:mod:`..binding`) and 303 to Apple."""
     settings = service.settings
@@ -116,7 +135,14 @@ def too_many_signins(seconds: int) -> ServiceError:
     )
 
 
-@router.post("/auth/apple/callback", summary="Apple's form_post", responses=WEB_RESPONSES)
+@router.post(
+    "/auth/apple/callback",
+    summary="Apple's form_post",
+    status_code=303,
+    response_class=RedirectResponse,
+    responses=CALLBACK_RESPONSES,
+    openapi_extra={"requestBody": CALLBACK_BODY},
+)
 async def callback(request: Request, service: ContainerDep, _limit: IpLimit) -> Response:
     form = await request.form(max_files=0, max_fields=20)
     try:
