@@ -108,3 +108,45 @@ def test_help_says_what_the_control_api_exposes(command: str) -> None:
     assert "--control-api / --no-control-api" in text
     assert "credentials with its private key, the test accounts, the clock and fault" in text
     assert "off on any other" in text
+
+
+def _service_settings(composed: object) -> object:
+    """The settings the composed sandbox's service starts with."""
+    mount = composed.app.routes[-1]  # type: ignore[attr-defined]
+    return mount.app.state.live_settings.base
+
+
+def test_no_rate_limits_turns_the_sandbox_limits_off(tmp_path: Path) -> None:
+    on = compose(host="127.0.0.1", port=8000, data_dir=tmp_path / "on", config=None, environ={})
+    off = compose(
+        host="127.0.0.1",
+        port=8000,
+        data_dir=tmp_path / "off",
+        config=None,
+        environ={},
+        rate_limits=False,
+    )
+    limits = [
+        (s.rate_limit_per_ip, s.rate_limit_per_key)  # type: ignore[attr-defined]
+        for s in map(_service_settings, (on, off))
+    ]
+    assert limits == [(300, 3000), (0, 0)]
+
+
+def test_no_rate_limits_is_refused_outside_sandbox_mode(tmp_path: Path) -> None:
+    with pytest.raises(click.UsageError, match="--no-rate-limits applies to sandbox mode only"):
+        compose(
+            host="127.0.0.1",
+            port=8000,
+            data_dir=tmp_path,
+            config=None,
+            rate_limits=False,
+            environ={"APPLECONNECT_PUBLIC_URL": "https://id.example.com"},
+        )
+
+
+def test_serve_help_shows_the_rate_limit_flag() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    text = " ".join(result.output.split())
+    assert "--rate-limits / --no-rate-limits" in text
+    assert "appleconnect serve --no-rate-limits" in text

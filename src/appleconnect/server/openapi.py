@@ -2,7 +2,9 @@
 
 The REST API reads its parameters itself (:func:`.params.read_params`: a query string, a form or
 a JSON body), so FastAPI cannot infer them from the handlers' signatures; :func:`api_operation`
-describes them instead, and :data:`ERROR_RESPONSES` the error body every route shares.
+describes them instead, and :func:`error_responses` the error answers (the JSON error body every
+route shares; a page on the browser routes). The document is exact: .ci/schemathesis.sh checks
+it against a running sandbox, and tests/server/test_server_openapi_exact.py pins the rules.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from .params import MAX_LENGTHS
 __all__ = [
     "CALLBACK_BODY",
     "CALLBACK_RESPONSES",
-    "ERROR_RESPONSES",
     "NOTIFICATION_BODY",
     "NOTIFICATION_RESPONSES",
     "SUCCESS_SCHEMAS",
@@ -75,9 +76,11 @@ _RETRY_AFTER = {
 }
 
 
-def error_responses(*codes: str, page: bool = False) -> dict[str, Any]:
+def error_responses(*codes: str, page: bool = False) -> dict[int | str, dict[str, Any]]:
     """The documented error answers ``codes`` (JSON, or pages on the browser routes)."""
-    answers = {code: _error(_DESCRIPTIONS[code], page=page) for code in codes}
+    answers: dict[int | str, dict[str, Any]] = {
+        code: _error(_DESCRIPTIONS[code], page=page) for code in codes
+    }
     for code, text in _RETRY_AFTER.items():
         if code in answers:
             answers[code] = _with_retry_after(answers[code], text)
@@ -86,11 +89,6 @@ def error_responses(*codes: str, page: bool = False) -> dict[str, Any]:
         answers["413"] = _error(_DESCRIPTIONS["413"])
     return answers
 
-
-ERROR_RESPONSES: dict[str, Any] = error_responses(
-    "400", "401", "413", "415", "429", "502", "503"
-)
-"""The errors of the REST API's operations."""
 
 WEB_RESPONSES: dict[int | str, dict[str, Any]] = {
     "303": {"description": "Redirect (to Apple, to the finishing page, or to next)."},
