@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The OpenAPI document against the service's behaviour: schemathesis, every check, against a
-# real `appleconnect serve` sandbox on loopback, once with rate limits on (the run exceeds the
-# per-IP limit, so 429s are answered and checked too) and once off (`serve --no-rate-limits`). Each run gets a free port and a temporary data
+# real `appleconnect serve` sandbox on loopback, once with rate limits on (the address's budget
+# spent first, so that 429s are answered and checked too) and once off (`serve --no-rate-limits`). Each run gets a free port and a temporary data
 # directory, an API key made with `appleconnect apikey create`, and sessions from sign-ins
-# through the sandbox's emulator (.ci/session_token.py). The server is stopped whatever the
+# through the sandbox's emulator (.ci/sandbox_client.py). The server is stopped whatever the
 # outcome; any failure makes the script, and so .ci/run, fail.
 #
 #     .ci/schemathesis.sh            (after `pip install -e '.[dev]'`)
@@ -62,9 +62,13 @@ run_once() {
     wait_ready "$base"
     local key maria li sam
     key="$("$bin/appleconnect" apikey create --name schemathesis --data-dir "$work/data" | grep -o 'ack_[A-Za-z0-9_-]*' | head -n 1)"
-    maria="$("$bin/python" .ci/session_token.py "$base" "$key" maria.ruiz@example.com)"
-    li="$("$bin/python" .ci/session_token.py "$base" "$key" li.wei@example.com)"
-    sam="$("$bin/python" .ci/session_token.py "$base" "$key" sam.okafor@example.com)"
+    maria="$("$bin/python" .ci/sandbox_client.py session "$base" "$key" maria.ruiz@example.com)"
+    li="$("$bin/python" .ci/sandbox_client.py session "$base" "$key" li.wei@example.com)"
+    sam="$("$bin/python" .ci/sandbox_client.py session "$base" "$key" sam.okafor@example.com)"
+    if [ "$flag" = --rate-limits ]; then
+        # Spend this address's budget first: what follows in the window is answered 429.
+        "$bin/python" .ci/sandbox_client.py exhaust-ip-limit "$base"
+    fi
     # One worker: several threads parsing source at once crash CPython 3.11's ast module.
     API_KEY="$key" SESSION_TOKEN="$maria" LOGOUT_TOKEN="$li" DELETE_TOKEN="$sam" \
         "$bin/schemathesis" --config-file .ci/schemathesis.toml --no-color \
