@@ -247,3 +247,19 @@ def test_the_architecture_diagram_is_rendered_from_its_source() -> None:
     ]
     assert len(lines) > 30
     assert [line for line in lines if line not in texts] == []
+
+
+def test_every_threat_in_the_security_model_names_a_test() -> None:
+    """Each row of docs/security.md's tables cites at least one test, in the full
+    ``tests/….py::name`` form that :func:`test_cited_tests_and_source_files_exist` checks."""
+    text = (DOCS / "security.md").read_text(encoding="utf-8")
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| Threat ")
+    ]
+    assert len(rows) >= 30
+    untested = [row[:80] for row in rows if not TEST_REFERENCE.search(row.split(" | ")[-1])]
+    assert untested == []
+    shorthand = re.findall(r"`(::\w+|(?!tests/)[\w/]+\.py::\w+)`", text)
+    assert shorthand == []

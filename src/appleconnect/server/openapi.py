@@ -68,11 +68,12 @@ _DESCRIPTIONS = {
     "429": "Too many requests from this client IP or with this API key.",
     "502": "Apple refused this service's credentials (the log says why).",
     "503": "Apple could not be reached, or its signing keys could not be fetched "
-    "(apple_unavailable), or the service's Apple settings are not set yet (not_configured).",
+    "(apple_unavailable), or the database is unavailable (database_unavailable), or the "
+    "service's Apple settings are not set yet (not_configured).",
 }
 _RETRY_AFTER = {
     "429": "Seconds until the limit's window ends.",
-    "503": "With apple_unavailable: seconds after which to try again.",
+    "503": "With apple_unavailable or database_unavailable: seconds after which to try again.",
 }
 
 
