@@ -89,15 +89,24 @@ def test_one_rule_for_standalone_and_sandbox() -> None:
     assert control_api_enabled("127.0.0.1", False) is False
 
 
-def test_control_api_is_refused_outside_sandbox_mode(tmp_path: Path) -> None:
-    with pytest.raises(click.UsageError, match="sandbox mode only"):
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ({"control_api": True}, "--control-api applies to sandbox mode only"),
+        ({"rate_limits": False}, "--no-rate-limits applies to sandbox mode only"),
+    ],
+)
+def test_sandbox_flags_are_refused_outside_sandbox_mode(
+    tmp_path: Path, flag: dict[str, bool], message: str
+) -> None:
+    with pytest.raises(click.UsageError, match=message):
         compose(
             host="127.0.0.1",
             port=8000,
             data_dir=tmp_path,
             config=None,
-            control_api=True,
             environ={"APPLECONNECT_PUBLIC_URL": "https://id.example.com"},
+            **flag,
         )
 
 
@@ -131,18 +140,6 @@ def test_no_rate_limits_turns_the_sandbox_limits_off(tmp_path: Path) -> None:
         for s in map(_service_settings, (on, off))
     ]
     assert limits == [(300, 3000), (0, 0)]
-
-
-def test_no_rate_limits_is_refused_outside_sandbox_mode(tmp_path: Path) -> None:
-    with pytest.raises(click.UsageError, match="--no-rate-limits applies to sandbox mode only"):
-        compose(
-            host="127.0.0.1",
-            port=8000,
-            data_dir=tmp_path,
-            config=None,
-            rate_limits=False,
-            environ={"APPLECONNECT_PUBLIC_URL": "https://id.example.com"},
-        )
 
 
 def test_serve_help_shows_the_rate_limit_flag() -> None:
