@@ -4,7 +4,9 @@
 Each event is a JWT signed with the JWKS keys (RS256): ``iss``, ``aud`` (the team's primary App
 ID), ``iat``, ``exp``, ``jti`` and ``events``, which Apple sends as a JSON *string*. It is POSTed
 as ``{"payload": "<JWT>"}`` to the team's notification URL, retried on failure, and every attempt
-is kept in a delivery log that the control API exposes.
+is kept in a delivery log that the control API exposes. The log and the retries live in memory
+only; a normal stop tries each waiting delivery once more and records what it could not
+deliver (docs/emulator.md#notifications).
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ class Notifier:
         self._log: deque[Delivery] = deque(maxlen=MAX_LOG)
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set while the emulator stops: retries stop waiting (see aclose).
+        self._stopping = False
+        self._sleepers: set[asyncio.Future[None]] = set()
 
     def build(
         self,
@@ -125,25 +130,20 @@ class Notifier:
         return delivery
 
     async def deliver(self, delivery: Delivery) -> Delivery:
-        """POST ``{"payload": JWT}``; retry after each delay on a non-2xx answer or an error."""
+        """POST ``{"payload": JWT}``; retry after each delay on a non-2xx answer or an error.
+
+        When the emulator stops during a wait, the retry is made at once and is the last one.
+        """
         if delivery.url is None:
             return delivery
-        delays = (0.0, *self._retry_delays)
         async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as client:
-            for delay in delays:
-                if delay:
-                    await asyncio.sleep(delay)
-                try:
-                    response = await client.post(delivery.url, json={"payload": delivery.payload})
-                except httpx.HTTPError as exc:
-                    delivery.attempts.append(
-                        Attempt(self._state.now(), None, f"{type(exc).__name__}: {exc}")
-                    )
-                    continue
-                delivery.attempts.append(Attempt(self._state.now(), response.status_code, None))
-                if 200 <= response.status_code < 300:
-                    delivery.status = "delivered"
-                    log.info("notification %s delivered to %s", delivery.id, delivery.url)
+            if await self._attempt(client, delivery):
+                return delivery
+            for delay in self._retry_delays:
+                if self._stopping:
+                    break
+                await self._pause(delay)
+                if await self._attempt(client, delivery):
                     return delivery
         delivery.status = "failed"
         log.warning(
@@ -153,6 +153,34 @@ class Notifier:
             len(delivery.attempts),
         )
         return delivery
+
+    async def _attempt(self, client: httpx.AsyncClient, delivery: Delivery) -> bool:
+        """One POST, recorded; whether it was answered 2xx."""
+        assert delivery.url is not None
+        try:
+            response = await client.post(delivery.url, json={"payload": delivery.payload})
+        except httpx.HTTPError as exc:
+            delivery.attempts.append(
+                Attempt(self._state.now(), None, f"{type(exc).__name__}: {exc}")
+            )
+            return False
+        delivery.attempts.append(Attempt(self._state.now(), response.status_code, None))
+        if not 200 <= response.status_code < 300:
+            return False
+        delivery.status = "delivered"
+        log.info("notification %s delivered to %s", delivery.id, delivery.url)
+        return True
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds before a retry, or until the emulator stops."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await waiter
+        finally:
+            self._sleepers.discard(waiter)
 
     def schedule(self, delivery: Delivery) -> None:
         """Deliver in the background (the event loop must be running)."""
@@ -174,12 +202,42 @@ class Notifier:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
-        """Cancel background deliveries (at shutdown)."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """At shutdown, lose no notification silently and send none twice.
+
+        Each delivery waiting for a retry is tried once more at once, and a POST in flight is
+        given the delivery timeout to finish (it is not repeated). Whatever is still not
+        delivered after that is cancelled, marked ``failed`` and logged.
+        """
+        self._stopping = True
+        try:
+            for waiter in list(self._sleepers):
+                if not waiter.done():
+                    waiter.set_result(None)
+            tasks = list(self._tasks)
+            if tasks:
+                _done, left = await asyncio.wait(tasks, timeout=self._timeout + 1.0)
+                for task in left:
+                    task.cancel()
+                for task in left:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            self._fail_undelivered()
+        finally:
+            self._stopping = False
+
+    def _fail_undelivered(self) -> None:
+        with self._lock:
+            undelivered = [d for d in self._log if d.status == "pending"]
+        for delivery in undelivered:
+            delivery.status = "failed"
+            delivery.attempts.append(
+                Attempt(self._state.now(), None, "the emulator stopped before delivering it")
+            )
+            log.warning(
+                "notification %s to %s not delivered: the emulator stopped",
+                delivery.id,
+                delivery.url,
+            )
 
     def log(self) -> list[Delivery]:
         """Every delivery, oldest first (the last 1000)."""
