@@ -131,7 +131,8 @@ async def test_mail_queued_while_smtp_is_down_is_delivered_once_when_it_is_back(
             assert inbox.recipients() == sorted(people)
             worker = env.service.outbox
             assert worker.sent == 3
-            assert worker.failed_attempts >= 9
+            # At least two failed attempts of each mail were over (a third may have been under way).
+            assert worker.failed_attempts >= 6
             assert worker.gave_up == 0
     finally:
         smtp.stop()
