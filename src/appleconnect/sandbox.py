@@ -29,6 +29,7 @@ from appleconnect.server.commands import admin_login_url
 from appleconnect.server.db import create_engine, migrate, session_factory
 from appleconnect.server.files import private_dir, private_file
 from appleconnect.server.live_settings import stored_settings
+from appleconnect.server.relay_mail import required_sources
 from appleconnect.server.security import load_encryptor
 from appleconnect.server.settings import ENV_PREFIX, Secret, SettingsError
 
@@ -71,6 +72,7 @@ def build_sandbox_app(
     emulator_state_dir: Path | None = None,
     outbound_transport: httpx.AsyncBaseTransport | None = None,
     control_api: bool = True,
+    relay_smtp: bool = True,
 ) -> Sandbox:
     """The service plus the emulator at ``/apple``, as one ASGI app, with nothing global.
 
@@ -78,8 +80,13 @@ def build_sandbox_app(
     through in-process ASGI transports: no socket is needed, so tests can use it as it is.
     ``control_api`` mounts the emulator's control API at ``/apple/emulator/…`` (``serve``
     decides with :func:`appleconnect.emulator.control_api_enabled`).
+
+    ``relay_smtp`` runs the emulator's Private Email Relay on a free loopback port while the app
+    runs (its lifespan): the service sends mail to relay addresses there, and the service's
+    sending domain is registered as the default team's email source.
     """
     from appleconnect.emulator import create_emulator_app
+    from appleconnect.emulator.smtp import RelayServer
 
     data_dir = private_dir(Path(data_dir))
     if emulator_state_dir is None:
@@ -100,9 +107,21 @@ def build_sandbox_app(
         control_api=control_api,
     )
     emulator = emulator_app.state.emulator
+    relay = RelayServer(emulator_app.state.relay) if relay_smtp else None
+    if relay is not None:
+        overrides = {
+            "relay_smtp_host": relay.host,
+            "relay_smtp_port": relay.port,
+            **(overrides or {}),
+        }
     settings = _sandbox_settings(data_dir, public_url, emulator.default_team, overrides)
     register_with_emulator(emulator, settings)
     emulator.set_notification_url(settings.notification_url)
+    if relay is not None:
+        register_email_sources(emulator_app.state.relay, settings)
+        emulator_app.state.smtp_address = (relay.host, relay.port)
+        emulator.smtp_address = (relay.host, relay.port)
+        emulator.write_credentials(base_url=public_url + APPLE_PREFIX)
 
     def on_apple_settings_changed(new: Settings) -> None:
         # An admin changed the redirect URI or a client id in the panel: do what the operator
@@ -120,6 +139,9 @@ def build_sandbox_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(emulator_app.router.lifespan_context(emulator_app))
+            if relay is not None:
+                relay.start()
+                stack.callback(relay.stop)
             await stack.enter_async_context(service_app.router.lifespan_context(service_app))
             yield
 
@@ -157,6 +179,23 @@ def _sandbox_settings(
             **(overrides or {}),
         },
     )
+
+
+def register_email_sources(relay: Any, settings: Settings) -> None:
+    """Register the service's sending domain (the domain of ``mail_from``) as an email source of
+    its team at the emulator's relay, as the operator does in Apple's developer portal."""
+    from appleconnect.emulator._errors import ControlError
+    from appleconnect.emulator.email_sources import EmailSource, checked_domain
+
+    for source in required_sources(settings):
+        if source.kind != "domain":
+            continue
+        try:
+            relay.sources.add(
+                EmailSource(team_id=settings.team_id, domain=checked_domain(source.value))
+            )
+        except ControlError as exc:
+            log.warning("the sandbox could not register %s at the relay: %s", source.value, exc)
 
 
 def register_with_emulator(emulator: Any, settings: Settings) -> None:
@@ -254,7 +293,12 @@ def _has_env_configuration(environ: Mapping[str, str]) -> bool:
 
 
 def sandbox_banner(
-    public_url: str, prepared: Prepared, data_dir: Path, *, control_api: bool
+    public_url: str,
+    prepared: Prepared,
+    data_dir: Path,
+    *,
+    control_api: bool,
+    smtp: tuple[str, int] | None = None,
 ) -> list[str]:
     """The lines ``serve`` prints in sandbox mode; they say whether the control API is on."""
     control = (
@@ -270,6 +314,11 @@ def sandbox_banner(
         f"  admin login      {prepared.login}  (one-time link)",
         f"  demo API key     {prepared.demo_key}",
         f"  data directory   {Path(data_dir).resolve()}",
+        *(
+            [f"  email relay SMTP {smtp[0]}:{smtp[1]}  (Apple's Private Email Relay, emulated)"]
+            if smtp
+            else []
+        ),
     ]
 
 
@@ -318,7 +367,10 @@ def compose(
                 overrides=None if rate_limits else NO_RATE_LIMITS,
             )
             prepared = _prepare(sandbox.settings)
-            banner = sandbox_banner(public_url, prepared, Path(data_dir), control_api=enabled)
+            smtp = (sandbox.settings.relay_smtp_host, sandbox.settings.relay_smtp_port)
+            banner = sandbox_banner(
+                public_url, prepared, Path(data_dir), control_api=enabled, smtp=smtp
+            )
             return Composed(sandbox.app, banner, sandbox=True)
         if control_api:
             raise click.UsageError("--control-api applies to sandbox mode only.")

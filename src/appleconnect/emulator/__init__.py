@@ -93,8 +93,8 @@ def serve(
         base_url=base,
     )
     state: EmulatorState = app.state.emulator
-    credentials = state.write_credentials(base_url=base)
     smtp = start_relay_server(app, host=host, port=smtp_port) if smtp_port is not None else None
+    credentials = state.write_credentials(base_url=base)
     out = sys.stdout
     out.write("appleconnect Apple ID emulator (not Apple)\n")
     out.write(f"  base URL:          {base}\n")
@@ -122,5 +122,5 @@ def start_relay_server(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> R
     ``app.state.smtp_address`` and ``GET /emulator/relay`` then say where. Stop it with
     ``.stop()``."""
     server = RelayServer(app.state.relay, host=host, port=port)
-    app.state.smtp_address = server.start()
+    app.state.smtp_address = app.state.emulator.smtp_address = server.start()
     return server

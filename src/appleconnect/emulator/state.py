@@ -163,6 +163,8 @@ class EmulatorState:
             self.settings = from_dict(EmulatorSettings, settings)
         self._signers: dict[str, _jose.Signer] = {}
         self._writes = 0
+        # Where the Private Email Relay's SMTP server listens, for credentials.json (when it runs).
+        self.smtp_address: tuple[str, int] | None = None
         default = dict(self._store.load("meta")).get("default_team")
         if default is None or default["team_id"] not in self._data["team"]:
             self._default = self._create_default_team()
@@ -288,6 +290,8 @@ class EmulatorState:
         }
         if base_url is not None:
             out["base_url"] = base_url
+        if self.smtp_address is not None:
+            out["smtp_host"], out["smtp_port"] = self.smtp_address
         return out
 
     def write_credentials(self, base_url: str | None = None) -> Path | None:

@@ -2,8 +2,9 @@
 worker (:mod:`.outbox`).
 
 Without an SMTP host, mail stays in the outbox with status ``outbox`` for the admin panel to
-show. Relay addresses (``@privaterelay.appleid.com``) are mailed like any other;
-Apple forwards them only from registered email sources (docs/service.md).
+show. Relay addresses (``@privaterelay.appleid.com``) go through the emulator's relay in sandbox
+mode and are mailed like any other in production; Apple forwards them only from registered
+email sources, and a refusal is recorded on the user (:mod:`.relay_mail`, docs/service.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from email.message import EmailMessage
 
 from .db import DbSession
 from .models import OutboxMail, User, utcnow
+from .relay_mail import mail_can_be_sent, smtp_target
 from .settings import Settings
 
 __all__ = ["queue_welcome", "send_mail"]
@@ -34,7 +36,7 @@ def queue_welcome(*, db: DbSession, settings: Settings, user: User) -> OutboxMai
         subject=settings.welcome_subject,
         body=body,
         created_at=utcnow(),
-        status="pending" if settings.smtp_host else "outbox",
+        status="pending" if mail_can_be_sent(settings, user.email) else "outbox",
         attempts=0,
     )
     db.add(mail)
@@ -52,19 +54,20 @@ def send_mail(settings: Settings, mail: OutboxMail) -> None:
     message["To"] = mail.to_address
     message["Subject"] = mail.subject
     message.set_content(mail.body)
+    target = smtp_target(settings, mail.to_address)
     smtp: smtplib.SMTP
-    if settings.smtp_security == "tls":
+    if target.security == "tls":
         smtp = smtplib.SMTP_SSL(
-            settings.smtp_host,
-            settings.smtp_port,
+            target.host,
+            target.port,
             timeout=settings.smtp_timeout,
             context=ssl.create_default_context(),
         )
     else:
-        smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout)
+        smtp = smtplib.SMTP(target.host, target.port, timeout=settings.smtp_timeout)
     with smtp:
-        if settings.smtp_security == "starttls":
+        if target.security == "starttls":
             smtp.starttls(context=ssl.create_default_context())
-        if settings.smtp_username:
+        if target.login and settings.smtp_username:
             smtp.login(settings.smtp_username, settings.smtp_password.get())
         smtp.send_message(message)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -87,6 +88,11 @@ class User(Base):
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     is_private_email: Mapped[bool] = mapped_column(Boolean, default=False)
     email_forwarding: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Apple's relay refused mail to this (relay) address; cleared by an email-enabled notification.
+    email_undeliverable: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    email_bounces: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     first_name: Mapped[str | None] = mapped_column(String(200))
     last_name: Mapped[str | None] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(64))

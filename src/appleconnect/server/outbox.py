@@ -14,7 +14,9 @@ mail being sent is given the SMTP timeout to finish and be recorded.
 
 The worker wakes when a mail is queued in its process, when the admin panel asks for a retry,
 when the next mail of any process is due, and at least every :data:`POLL_INTERVAL` seconds.
-Its counters (``sent``, ``failed_attempts``, ``gave_up``) are plain attributes for metrics.
+Its counters (``sent``, ``failed_attempts``, ``gave_up``, ``relay_bounces``) are plain attributes
+for metrics. A permanent refusal of a relay address is a bounce: not retried, and recorded on the
+user (:mod:`.relay_mail`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .db import DbSession
 from .health import DatabaseHealth, is_database_unavailable
 from .mail import send_mail
 from .models import OutboxMail, utcnow
+from .relay_mail import any_smtp, is_bounce, is_relay_address, record_bounce
 from .settings import Settings
 
 __all__ = ["POLL_INTERVAL", "OutboxWorker", "backoff"]
@@ -66,6 +69,7 @@ class OutboxWorker:
         self.sent = 0
         self.failed_attempts = 0
         self.gave_up = 0
+        self.relay_bounces = 0
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -91,7 +95,7 @@ class OutboxWorker:
     async def deliver_due(self) -> float:
         """Send every mail due now; returns the seconds until the next one may be due."""
         settings = self.settings()
-        if not settings.smtp_host:
+        if not any_smtp(settings):
             return POLL_INTERVAL
         async with self.sessions() as db:
             ids = await store.due_mail_ids(db=db, now=utcnow(), limit=BATCH)
@@ -153,7 +157,10 @@ class OutboxWorker:
         self, mail: OutboxMail, token: str, settings: Settings, exc: Exception
     ) -> None:
         self.failed_attempts += 1
-        final = mail.attempts >= settings.mail_max_attempts
+        bounced = is_relay_address(mail.to_address) and is_bounce(exc)
+        if bounced:
+            await self._record_bounce(mail)
+        final = bounced or mail.attempts >= settings.mail_max_attempts
         wait = backoff(mail.attempts, settings)
         log.warning(
             "welcome email %s, attempt %s, failed: %s; %s",
@@ -171,6 +178,14 @@ class OutboxWorker:
             error=str(exc)[:500],
             next_attempt_at=None if final else utcnow() + timedelta(seconds=wait),
         )
+
+    async def _record_bounce(self, mail: OutboxMail) -> None:
+        # Apple refused the message for good: no retry, and the user is marked undeliverable.
+        self.relay_bounces += 1
+        async with self.sessions() as db:
+            users = await record_bounce(db=db, address=mail.to_address)
+            await db.commit()
+        log.warning("welcome email %s bounced at Apple's relay (%d user(s) marked)", mail.id, users)
 
     async def _record(self, mail_id: int, token: str, **values: object) -> None:
         async with self.sessions() as db:

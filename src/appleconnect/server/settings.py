@@ -129,6 +129,10 @@ class Settings:
     mail_retry_max: float = 21_600.0
     mail_max_attempts: int = 12
     mail_lease: float = 300.0
+    # Sandbox mode only: where mail to relay addresses goes, the emulator's Private Email Relay
+    # (set by the sandbox; docs/service.md#mail-to-relay-addresses).
+    relay_smtp_host: str = ""
+    relay_smtp_port: int = 0
 
     # Limits.
     max_body_bytes: int = 65_536
@@ -290,6 +294,8 @@ class Settings:
 
     def _validate_production(self) -> None:
         """Refuse the relaxations that only sandbox mode may have."""
+        if self.relay_smtp_host:
+            raise SettingsError("relay_smtp_host: only sandbox mode sends to the emulator's relay.")
         if not self.encryption_key:
             raise SettingsError(
                 "encryption_key: production mode needs a key to encrypt secrets at rest; "

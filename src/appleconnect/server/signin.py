@@ -446,6 +446,7 @@ async def handle_notification(*, service: ServiceContainer, body: bytes) -> tupl
                 user.email_forwarding = False
             elif note.type == Notification.EMAIL_ENABLED:
                 user.email_forwarding = True
+                user.email_undeliverable = False  # the user wants mail again: try once more
             elif note.type == Notification.CONSENT_REVOKED:
                 detail["sessions_ended"] = await store.end_user_sessions(db=db, user_id=user.id)
                 detail["tokens_dropped"] = await store.drop_apple_tokens(db=db, user_id=user.id)

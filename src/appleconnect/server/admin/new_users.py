@@ -17,6 +17,7 @@ from ..deps import AdminForm, AdminSession, ContainerDep, get_container, get_liv
 from ..mail import send_mail
 from ..models import OutboxMail, utcnow
 from ..settings import Secret, Settings, SettingsError
+from .email_sources import email_sources_context
 from .pages import audit, form_text, page, save_settings
 
 __all__ = ["router", "send_test_email"]
@@ -41,6 +42,13 @@ def _import_context(request: Request) -> dict[str, Any]:
         },
         "has_password": bool(s.smtp_password),
         "test_result": None,
+        "relay": {
+            **email_sources_context(s),
+            "rows": [],
+            "ok": None,
+            "detail": "“Verify settings” checks them"
+            + (" against the emulator." if s.sandbox else " (a reminder: Apple cannot be asked)."),
+        },
     }
 
 

@@ -17,6 +17,7 @@ from appleconnect.checks import Check, run_checks
 from ..container import ServiceContainer
 from ..deps import AdminForm, AdminSession, ContainerDep
 from ..settings import Settings, SettingsError
+from .email_sources import check_email_sources
 from .pages import audit, page
 
 __all__ = ["router", "verify_settings"]
@@ -83,7 +84,8 @@ async def verify_settings(service: ServiceContainer, settings: Settings) -> dict
     offline = _offline_checks(settings)
     live = await _live_check(service, settings)
     passed = live["ok"] and all(c.ok for c in offline)
-    return {"offline": offline, "live": live, "passed": passed}
+    relay = await check_email_sources(service, settings)
+    return {"offline": offline, "live": live, "passed": passed, "relay": relay}
 
 
 @router.get("/verify")
