@@ -107,7 +107,9 @@ def build_sandbox_app(
         control_api=control_api,
     )
     emulator = emulator_app.state.emulator
-    relay = RelayServer(emulator_app.state.relay) if relay_smtp else None
+    # The relay serves the sandbox only (a test may build the app in production mode).
+    sandbox_mode = (overrides or {}).get("mode", "sandbox") == "sandbox"
+    relay = RelayServer(emulator_app.state.relay) if relay_smtp and sandbox_mode else None
     if relay is not None:
         overrides = {
             "relay_smtp_host": relay.host,

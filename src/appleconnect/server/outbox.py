@@ -36,7 +36,7 @@ from .db import DbSession
 from .health import DatabaseHealth, is_database_unavailable
 from .mail import send_mail
 from .models import OutboxMail, utcnow
-from .relay_mail import any_smtp, is_bounce, is_relay_address, record_bounce
+from .relay_mail import any_smtp, is_bounce, is_relay_address, mail_can_be_sent, record_bounce
 from .settings import Settings
 
 __all__ = ["POLL_INTERVAL", "OutboxWorker", "backoff"]
@@ -101,6 +101,9 @@ class OutboxWorker:
             ids = await store.due_mail_ids(db=db, now=utcnow(), limit=BATCH)
         for mail_id in ids:
             await self._deliver_shielded(mail_id, settings)
+        if not settings.smtp_host:
+            # Only the sandbox's relay: mail to other addresses waits for an SMTP host.
+            return POLL_INTERVAL
         if len(ids) == BATCH:
             return 0.0
         return await self._next_due()
@@ -136,6 +139,10 @@ class OutboxWorker:
 
     async def deliver_one(self, mail_id: int, settings: Settings) -> bool:
         """Claim, send and record one mail; returns whether this call sent it."""
+        async with self.sessions() as db:
+            queued = await db.get(OutboxMail, mail_id)
+        if queued is None or not mail_can_be_sent(settings, queued.to_address):
+            return False  # no SMTP server for this address (sandbox without smtp_host)
         token = await self.claim(mail_id, settings)
         if token is None:
             return False  # another process has it, or it is no longer due
