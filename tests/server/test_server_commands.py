@@ -31,7 +31,7 @@ def test_commands_are_the_documented_ones() -> None:
 
 def test_migrate_apikeys_and_login_link(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    assert "database at revision 0004" in run("migrate", "--data-dir", data)
+    assert "database at revision 0005" in run("migrate", "--data-dir", data)
     key = run("apikey", "create", "--name", "mobile", "--data-dir", data).strip()
     assert key.startswith("ack_")
     listed = run("apikey", "list", "--data-dir", data)
