@@ -85,11 +85,6 @@ class AppleGateway:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The HTTP client that reaches Apple (in sandbox mode, the emulator)."""
-        return self._http
-
     def client(self, client_id: str) -> AsyncAppleClient:
         return self._clients[client_id]
 
