@@ -120,6 +120,7 @@ def test_every_command_is_registered_and_documented(capsys: pytest.CaptureFixtur
         "verify-token",
         "doctor",
         "emulator",
+        "emulator-email-sources",
         "serve",
         "migrate",
         "apikey",

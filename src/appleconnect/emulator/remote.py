@@ -28,18 +28,36 @@ def transfer_app(
         body["services_ids"] = services_ids
     if at is not None:
         body["at"] = at
-    endpoint = f"{url.rstrip('/')}/emulator/transfers"
+    return call_control(url, "POST", "/emulator/transfers", body, expect=201, what="the transfer")
+
+
+def call_control(
+    url: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    expect: int | tuple[int, ...] = 200,
+    what: str = "the call",
+    params: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """One control-API call to the emulator at ``url``; its JSON object (``{}`` for a 204)."""
+    endpoint = f"{url.rstrip('/')}{path}"
+    expected = (expect,) if isinstance(expect, int) else expect
     try:
-        response = httpx.post(endpoint, json=body, timeout=timeout)
+        response = httpx.request(method, endpoint, json=body, params=params, timeout=timeout)
     except httpx.HTTPError as exc:
         raise RemoteError(f"cannot reach the emulator at {url}: {exc}") from exc
     if len(response.content) > MAX_ANSWER_BYTES:
         raise RemoteError(f"{endpoint} answered more than {MAX_ANSWER_BYTES} bytes")
+    if response.status_code == 204 and 204 in expected:
+        return {}
     try:
         answer = response.json()
     except ValueError as exc:
         raise RemoteError(f"{endpoint} answered HTTP {response.status_code}, not JSON") from exc
-    if response.status_code != 201 or not isinstance(answer, dict):
+    if response.status_code not in expected or not isinstance(answer, dict):
         detail = answer.get("detail") if isinstance(answer, dict) else None
-        raise RemoteError(f"the emulator refused the transfer: {detail or response.status_code}")
+        raise RemoteError(f"the emulator refused {what}: {detail or response.status_code}")
     return answer
