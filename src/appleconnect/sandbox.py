@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +82,9 @@ def build_sandbox_app(
     decides with :func:`appleconnect.emulator.control_api_enabled`).
 
     ``relay_smtp`` runs the emulator's Private Email Relay on a free loopback port while the app
-    runs (its lifespan): the service sends mail to relay addresses there, and the service's
-    sending domain is registered as the default team's email source.
+    runs, for the service's mail to relay addresses (docs/service.md).
     """
     from appleconnect.emulator import create_emulator_app
-    from appleconnect.emulator.smtp import RelayServer
 
     data_dir = private_dir(Path(data_dir))
     if emulator_state_dir is None:
@@ -107,23 +105,12 @@ def build_sandbox_app(
         control_api=control_api,
     )
     emulator = emulator_app.state.emulator
-    # The relay serves the sandbox only (a test may build the app in production mode).
-    sandbox_mode = (overrides or {}).get("mode", "sandbox") == "sandbox"
-    relay = RelayServer(emulator_app.state.relay) if relay_smtp and sandbox_mode else None
-    if relay is not None:
-        overrides = {
-            "relay_smtp_host": relay.host,
-            "relay_smtp_port": relay.port,
-            **(overrides or {}),
-        }
+    relay, overrides = _relay_server(emulator_app, overrides, relay_smtp)
     settings = _sandbox_settings(data_dir, public_url, emulator.default_team, overrides)
     register_with_emulator(emulator, settings)
     emulator.set_notification_url(settings.notification_url)
     if relay is not None:
-        register_email_sources(emulator_app.state.relay, settings)
-        emulator_app.state.smtp_address = (relay.host, relay.port)
-        emulator.smtp_address = (relay.host, relay.port)
-        emulator.write_credentials(base_url=public_url + APPLE_PREFIX)
+        _announce_relay(emulator_app, relay, settings, public_url + APPLE_PREFIX)
 
     def on_apple_settings_changed(new: Settings) -> None:
         # An admin changed the redirect URI or a client id in the panel: do what the operator
@@ -141,9 +128,7 @@ def build_sandbox_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(emulator_app.router.lifespan_context(emulator_app))
-            if relay is not None:
-                relay.start()
-                stack.callback(relay.stop)
+            stack.enter_context(_running(relay))
             await stack.enter_async_context(service_app.router.lifespan_context(service_app))
             yield
 
@@ -181,6 +166,43 @@ def _sandbox_settings(
             **(overrides or {}),
         },
     )
+
+
+def _relay_server(
+    emulator_app: Any, overrides: Mapping[str, Any] | None, wanted: bool
+) -> tuple[Any, Mapping[str, Any] | None]:
+    """The emulator's relay SMTP server on a free loopback port (not started yet) and the
+    settings that send relay mail there; no server when a test builds the app in production
+    mode (the relay serves the sandbox only)."""
+    from appleconnect.emulator.smtp import RelayServer
+
+    if not wanted or (overrides or {}).get("mode", "sandbox") != "sandbox":
+        return None, overrides
+    relay = RelayServer(emulator_app.state.relay)
+    where = {"relay_smtp_host": relay.host, "relay_smtp_port": relay.port}
+    return relay, {**where, **(overrides or {})}
+
+
+@contextmanager
+def _running(relay: Any) -> Iterator[None]:
+    """The relay's SMTP server listening for the duration (nothing when there is none)."""
+    if relay is None:
+        yield
+        return
+    relay.start()
+    try:
+        yield
+    finally:
+        relay.stop()
+
+
+def _announce_relay(emulator_app: Any, relay: Any, settings: Settings, base_url: str) -> None:
+    """Register the service's sending domain and name the relay in credentials.json."""
+    register_email_sources(emulator_app.state.relay, settings)
+    emulator_app.state.smtp_address = (relay.host, relay.port)
+    emulator = emulator_app.state.emulator
+    emulator.smtp_address = (relay.host, relay.port)
+    emulator.write_credentials(base_url=base_url)
 
 
 def register_email_sources(relay: Any, settings: Settings) -> None:
