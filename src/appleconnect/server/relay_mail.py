@@ -11,7 +11,7 @@ individual addresses) and refuses the rest with a permanent SMTP error. This mod
   user: ``email_undeliverable`` for the admin, ``email_bounces`` as a counter;
 - lists the email sources a configuration needs (:func:`required_sources`).
 
-See docs/service.md, "Mail to relay addresses".
+See docs/service.md#mail-to-relay-addresses.
 """
 
 from __future__ import annotations

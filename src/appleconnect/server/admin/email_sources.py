@@ -2,7 +2,7 @@
 what to register and how, and (in sandbox mode) whether the emulator has them registered.
 
 In production nothing can be checked from here (Apple's portal has no API for it): the panel
-reminds. See docs/admin.md, "Email sources".
+reminds. See docs/admin.md#email-sources.
 """
 
 from __future__ import annotations
