@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from . import error_handlers, openapi, readiness
+from . import error_handlers, metrics, openapi, readiness
 from .admin.panel import router as admin_router
 from .container import close_container, open_container
 from .headers import SecurityHeaders
@@ -48,6 +48,8 @@ def create_app(
     """
     # Apple credentials may be missing: the admin panel can provide them later (NotConfiguredGate).
     settings.validate(apple=False)
+    # Calls to Apple are counted and timed at the transport (metrics.AppleTransport).
+    apple_transport = metrics.AppleTransport(apple_transport)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +60,7 @@ def create_app(
             migrate_on_start=migrate_on_start,
         )
         app.state.container = service
+        metrics.watch_pool(service.engine)
         try:
             yield
         finally:
@@ -81,6 +84,7 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(buttons.router)
     app.include_router(readiness.router)
+    app.include_router(metrics.router)
     error_handlers.install(app)
     openapi.install(app)
     # The last added runs first: settings changed in the panel apply before the gate looks at
@@ -90,4 +94,6 @@ def create_app(
     app.add_middleware(SettingsMiddleware, live=app.state.live_settings)
     # Outermost: every answer, the gate's and the body limit's included, gets its headers.
     app.add_middleware(SecurityHeaders)
+    # Outside everything else: times the whole answer and reads its outcome.
+    app.add_middleware(metrics.MetricsMiddleware)
     return app

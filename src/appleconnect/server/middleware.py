@@ -94,9 +94,9 @@ class NotConfiguredGate:
         await self.app(scope, receive, send)
 
 
-NO_DATABASE_PATHS = ("/healthz", "/readyz")
-"""Paths answered without the settings refresh: liveness (which never touches the database)
-and readiness (which tries the database itself and reports what it finds)."""
+NO_DATABASE_PATHS = ("/healthz", "/readyz", "/metrics")
+"""Paths answered without the settings refresh: liveness and metrics (which never touch the
+database) and readiness (which tries the database itself and reports what it finds)."""
 
 
 class SettingsMiddleware:

@@ -143,6 +143,11 @@ class Settings:
     rate_limit_per_ip: int = 300
     rate_limit_per_key: int = 3000
     rate_limit_exempt: tuple[str, ...] = ()
+
+    # Metrics (/metrics): open on loopback; from elsewhere with this bearer token or from these
+    # networks.
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
+    metrics_allow: tuple[str, ...] = ()
     # Web sign-ins in progress (started, not yet expired or finished) one client address (an
     # IPv6 client: its /64) may hold; each is a row anyone can make. 0 turns the budget off.
     signin_budget_per_ip: int = 30
@@ -272,13 +277,14 @@ class Settings:
         for name in ("rate_limit_per_ip", "rate_limit_per_key", "signin_budget_per_ip"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name}: must be 0 (no limit) or a positive number.")
-        for network in self.rate_limit_exempt:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise SettingsError(
-                    f"rate_limit_exempt: {network!r} is not an IP address or network."
-                ) from None
+        for name in ("rate_limit_exempt", "metrics_allow"):
+            for network in getattr(self, name):
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    raise SettingsError(
+                        f"{name}: {network!r} is not an IP address or network."
+                    ) from None
 
     def _validate_apple(self) -> None:
         """The Apple credentials are complete (not asked when the panel may supply them)."""
