@@ -31,6 +31,8 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from appleconnect._logformat import LogFormat, log_config
+
 __all__ = ["ServerLimits", "timed_h11_protocol"]
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class ServerLimits:
     max_connections: int = 500
     keep_alive_timeout: int = 5
     max_head_bytes: int = 16_384
+    log_format: LogFormat = "text"
 
     def __post_init__(self) -> None:
         if not (0 < self.header_timeout <= 3600 and 0 < self.body_timeout <= 3600):
@@ -68,6 +71,7 @@ class ServerLimits:
             "limit_concurrency": self.max_connections + 1,
             "timeout_keep_alive": self.keep_alive_timeout,
             "h11_max_incomplete_event_size": self.max_head_bytes,
+            "log_config": log_config(self.log_format),
         }
 
 

@@ -60,6 +60,15 @@ if click is not None:
                 show_default=True,
                 help="Connections served at once; a request on one more is answered 503.",
             ),
+            click.option(
+                "--log-format",
+                type=click.Choice(["text", "json"]),
+                default=None,
+                envvar="APPLECONNECT_LOG_FORMAT",
+                help="Log lines as text (time level logger [request id] message) or one JSON "
+                "object per line (default: APPLECONNECT_LOG_FORMAT or the log_format setting, "
+                "else text).",
+            ),
         ]
         for option in reversed(options):
             command = option(command)
@@ -72,6 +81,7 @@ if click is not None:
             header_timeout=values["header_timeout"],
             body_timeout=values["body_timeout"],
             max_connections=values["max_connections"],
+            log_format=values["log_format"] or "text",
         )
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -516,6 +526,7 @@ if click is not None:
             control_api=control_api,
             limits=_server_limits(limits),
             rate_limits=rate_limits,
+            log_format_given=limits["log_format"] is not None,
         )
 
     def _add_service_commands() -> None:

@@ -9,6 +9,7 @@ configured Apple. This is the one module that knows both the service and the emu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -22,6 +23,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from appleconnect._logformat import LogFormat
 from appleconnect._logredact import install_log_redaction
 from appleconnect._serving import ServerLimits
 from appleconnect.server import Settings, create_app, load_settings, store
@@ -312,8 +314,12 @@ def production_banner(settings: Settings, prepared: Prepared) -> list[str]:
     return lines
 
 
+NOT_CONFIGURATION = frozenset({ENV_PREFIX + "LOG_FORMAT"})
+"""Variables that say how to run, not what to run: they do not choose production mode."""
+
+
 def _has_env_configuration(environ: Mapping[str, str]) -> bool:
-    return any(k.startswith(ENV_PREFIX) for k in environ)
+    return any(k.startswith(ENV_PREFIX) and k not in NOT_CONFIGURATION for k in environ)
 
 
 def sandbox_banner(
@@ -357,6 +363,7 @@ class Composed:
     app: Any
     banner: list[str]
     sandbox: bool
+    log_format: LogFormat = "text"
 
 
 def compose(
@@ -405,7 +412,8 @@ def compose(
             )
         settings = load_settings(data_dir=Path(data_dir), config=config, environ=environ)
         app = create_app(settings)
-        return Composed(app, production_banner(settings, _prepare(settings)), sandbox=False)
+        banner = production_banner(settings, _prepare(settings))
+        return Composed(app, banner, sandbox=False, log_format=settings.log_format)
     except SettingsError as exc:
         raise click.ClickException(f"configuration error: {exc}") from exc
 
@@ -419,6 +427,7 @@ def serve(
     control_api: bool | None = None,
     limits: ServerLimits | None = None,
     rate_limits: bool = True,
+    log_format_given: bool = False,
 ) -> None:
     """Run ``appleconnect serve``: sandbox mode without configuration, production with it.
 
@@ -436,5 +445,8 @@ def serve(
         rate_limits=rate_limits,
     )
     click.echo("\n".join(composed.banner))
-    options = (limits or ServerLimits()).uvicorn_options()
+    limits = limits or ServerLimits()
+    if not log_format_given:
+        limits = dataclasses.replace(limits, log_format=composed.log_format)
+    options = limits.uvicorn_options()
     uvicorn.run(composed.app, host=host, port=port, log_level="info", proxy_headers=True, **options)

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from appleconnect._logformat import RequestIdMiddleware
+
 from . import apple_routes, control, jsapi
 from .faults import FaultInjector, FaultMiddleware
 from .notifications import Notifier
@@ -89,6 +91,7 @@ def create_emulator_app(
     app.state.smtp_address = None
     app.state.base_url = base_url
     app.add_middleware(FaultMiddleware, injector=app.state.faults)
+    app.add_middleware(RequestIdMiddleware)
     app.router.routes.extend(apple_routes.FORM_ROUTES)
     app.include_router(apple_routes.router)
     app.include_router(jsapi.router)

@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from appleconnect._logformat import RequestIdMiddleware
+
 from . import error_handlers, metrics, openapi, readiness
 from .admin.panel import router as admin_router
 from .container import close_container, open_container
@@ -96,4 +98,6 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     # Outside everything else: times the whole answer and reads its outcome.
     app.add_middleware(metrics.MetricsMiddleware)
+    # Outermost: the request id is set before anything logs and returned on every answer.
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.routing import Match
 
+from appleconnect._logformat import REQUEST_ID
+
 from .admin.pages import page
 from .container import ServiceContainer
 from .errors import AdminRequired, Forbidden, ServiceError, error_body
@@ -115,6 +117,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     container = getattr(request.app.state, "container", None)
     production = container is not None and not container.settings.sandbox
     add_security_headers(response.headers, production=production)
+    if REQUEST_ID.get() != "-":
+        response.headers["X-Request-ID"] = REQUEST_ID.get()
     return response
 
 

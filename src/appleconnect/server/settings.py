@@ -148,6 +148,8 @@ class Settings:
     # networks.
     metrics_token: Secret = field(default_factory=lambda: Secret(""))
     metrics_allow: tuple[str, ...] = ()
+    # Log lines: "text" or "json" (one object per line); serve's --log-format wins.
+    log_format: Literal["text", "json"] = "text"
     # Web sign-ins in progress (started, not yet expired or finished) one client address (an
     # IPv6 client: its /64) may hold; each is a row anyone can make. 0 turns the budget off.
     signin_budget_per_ip: int = 30
@@ -259,6 +261,8 @@ class Settings:
             raise SettingsError(
                 f"default_role: {self.default_role!r} is not one of roles {list(self.roles)}."
             )
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("log_format: must be 'text' or 'json'.")
         if self.smtp_security not in ("none", "starttls", "tls"):
             raise SettingsError("smtp_security: must be 'none', 'starttls' or 'tls'.")
 
