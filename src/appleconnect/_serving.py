@@ -31,7 +31,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from appleconnect._logformat import LogFormat, log_config
+from appleconnect.logformat import LogFormat, log_config
 
 __all__ = ["ServerLimits", "timed_h11_protocol"]
 

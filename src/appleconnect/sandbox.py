@@ -23,9 +23,9 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from appleconnect._logformat import LogFormat
 from appleconnect._logredact import install_log_redaction
 from appleconnect._serving import ServerLimits
+from appleconnect.logformat import LogFormat
 from appleconnect.server import Settings, create_app, load_settings, store
 from appleconnect.server.commands import admin_login_url
 from appleconnect.server.db import create_engine, migrate, session_factory

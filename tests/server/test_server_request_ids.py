@@ -19,7 +19,7 @@ import pytest
 from served_helpers import free_port, stop, wait_until_up
 from server_helpers import Env
 
-from appleconnect._logformat import TextFormatter, valid_request_id
+from appleconnect.logformat import TextFormatter, valid_request_id
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 SECRET_COOKIE = "acs_requestidsecretsecretsecret0123456789"

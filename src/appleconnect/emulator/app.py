@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from appleconnect._logformat import RequestIdMiddleware
+from appleconnect.logformat import RequestIdMiddleware
 
 from . import apple_routes, control, jsapi
 from .faults import FaultInjector, FaultMiddleware

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from appleconnect._logformat import RequestIdMiddleware
+from appleconnect.logformat import RequestIdMiddleware
 
 from . import error_handlers, metrics, openapi, readiness
 from .admin.panel import router as admin_router

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.routing import Match
 
-from appleconnect._logformat import REQUEST_ID
+from appleconnect.logformat import REQUEST_ID
 
 from .admin.pages import page
 from .container import ServiceContainer
