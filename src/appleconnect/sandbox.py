@@ -25,7 +25,7 @@ from starlette.routing import Mount
 
 from appleconnect._logredact import install_log_redaction
 from appleconnect._serving import ServerLimits
-from appleconnect.logformat import LogFormat
+from appleconnect.logformat import LogFormat, RequestIdMiddleware
 from appleconnect.server import Settings, create_app, load_settings, store
 from appleconnect.server.commands import admin_login_url
 from appleconnect.server.db import create_engine, migrate, session_factory
@@ -135,7 +135,10 @@ def build_sandbox_app(
             yield
 
     app = Starlette(
-        routes=[Mount(APPLE_PREFIX, app=emulator_app), Mount("/", app=service_app)],
+        routes=[
+            Mount(APPLE_PREFIX, app=RequestIdMiddleware(emulator_app)),
+            Mount("/", app=service_app),
+        ],
         lifespan=lifespan,
     )
     holder["app"] = app

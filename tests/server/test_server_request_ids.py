@@ -113,8 +113,7 @@ def test_json_logs_of_serve_and_emulator(served_json: tuple[str, str, Path, Path
     answer = httpx.get(f"{base}/api/get_currentuserinfo?cookie={SECRET_COOKIE}", headers=headers)
     assert answer.status_code == 401
     assert answer.headers["x-request-id"] == "trace-serve-1"
-    keys = httpx.get(f"{apple}/auth/keys", headers={"x-request-id": "trace-emu-1"})
-    assert keys.headers["x-request-id"] == "trace-emu-1"
+    assert httpx.get(f"{apple}/auth/keys").status_code == 200
     time.sleep(0.5)  # the access log line is written after the answer
     served = _json_lines(service_log)
     access = [
@@ -124,8 +123,8 @@ def test_json_logs_of_serve_and_emulator(served_json: tuple[str, str, Path, Path
     assert "cookie=[redacted]" in access[0]["message"]
     assert SECRET_COOKIE not in service_log.read_text()
     assert {e["level"] for e in served} <= {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
-    emulated = _json_lines(emulator_log)
-    assert "trace-emu-1" in [e["request_id"] for e in emulated if e["logger"] == "uvicorn.access"]
+    emulated = _json_lines(emulator_log)  # the same format (no request ids: see the docs)
+    assert any("/auth/keys" in e["message"] for e in emulated if e["logger"] == "uvicorn.access")
 
 
 def test_text_logs_name_time_level_logger_and_request_id(tmp_path: Path) -> None:

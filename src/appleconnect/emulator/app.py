@@ -15,8 +15,6 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from appleconnect.logformat import RequestIdMiddleware
-
 from . import apple_routes, control, jsapi
 from .faults import FaultInjector, FaultMiddleware
 from .notifications import Notifier
@@ -91,7 +89,6 @@ def create_emulator_app(
     app.state.smtp_address = None
     app.state.base_url = base_url
     app.add_middleware(FaultMiddleware, injector=app.state.faults)
-    app.add_middleware(RequestIdMiddleware)
     app.router.routes.extend(apple_routes.FORM_ROUTES)
     app.include_router(apple_routes.router)
     app.include_router(jsapi.router)
