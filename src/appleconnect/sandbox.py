@@ -134,13 +134,8 @@ def build_sandbox_app(
             await stack.enter_async_context(service_app.router.lifespan_context(service_app))
             yield
 
-    app = Starlette(
-        routes=[
-            Mount(APPLE_PREFIX, app=RequestIdMiddleware(emulator_app)),
-            Mount("/", app=service_app),
-        ],
-        lifespan=lifespan,
-    )
+    apple = Mount(APPLE_PREFIX, app=RequestIdMiddleware(emulator_app))  # ids, as the service
+    app = Starlette(routes=[apple, Mount("/", app=service_app)], lifespan=lifespan)
     holder["app"] = app
     return Sandbox(
         app=app,
