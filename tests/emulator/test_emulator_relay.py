@@ -3,7 +3,9 @@ relay's aiosmtpd server), the sources through the control API, DKIM verified by 
 
 from __future__ import annotations
 
+import gc
 import smtplib
+import warnings
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
@@ -17,6 +19,7 @@ from fastapi import FastAPI
 
 from appleconnect.emulator import EmulatorState, start_relay_server
 from appleconnect.emulator.relay import DAILY_LIMIT
+from appleconnect.emulator.smtp import RelayServer
 
 ACCOUNT = "maria.ruiz@example.com"
 
@@ -291,3 +294,16 @@ async def test_relay_info_says_where_smtp_listens(
         smtp_port,
         100,
     )
+
+
+def test_a_relay_server_built_but_never_started_leaves_nothing_open(app: FastAPI) -> None:
+    # The sandbox builds its relay server with the app and starts it in the lifespan; an app
+    # that is built and never run must not leak an event loop (and its socket pair), which
+    # surfaced as a ResourceWarning in whichever test happened to collect it.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        server = RelayServer(app.state.relay)
+        server.stop()  # harmless before start
+        del server
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

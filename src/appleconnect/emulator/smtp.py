@@ -54,24 +54,30 @@ class RelayServer:
         self.host = host
         # aiosmtpd's controller connects to its own port to see it is up: it needs the real one.
         self.port = port or _free_port(host)
+        # The controller is made when the server starts: aiosmtpd's Controller creates an event
+        # loop at once and closes it only after running, so one built but never started would
+        # leak the loop (and its socket pair) until garbage collection.
+        self._controller: Controller | None = None
+
+    def start(self) -> tuple[str, int]:
+        """Listen; returns ``(host, port)``."""
         self._controller = Controller(
-            RelayHandler(relay),
-            hostname=host,
+            RelayHandler(self.relay),
+            hostname=self.host,
             port=self.port,
             data_size_limit=MAX_MESSAGE_BYTES,
             server_hostname="relay.emulator.invalid",
             ready_timeout=10.0,
         )
-
-    def start(self) -> tuple[str, int]:
-        """Listen; returns ``(host, port)``."""
         self._controller.start()
         log.info("relay SMTP server on %s:%d", self.host, self.port)
         return self.host, self.port
 
     def stop(self) -> None:
-        """Stop listening (the relay's mailboxes and log stay)."""
-        self._controller.stop()
+        """Stop listening (the relay's mailboxes and log stay); nothing when not started."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
 
 
 def _free_port(host: str) -> int:
