@@ -27,7 +27,7 @@ from appleconnect._logredact import install_log_redaction
 from appleconnect._serving import ServerLimits
 from appleconnect.logformat import LogFormat, RequestIdMiddleware
 from appleconnect.server import Settings, create_app, load_settings, store
-from appleconnect.server.commands import admin_login_url
+from appleconnect.server.commands import CommandError, admin_login_url
 from appleconnect.server.db import create_engine, migrate, session_factory
 from appleconnect.server.files import private_dir, private_file
 from appleconnect.server.live_settings import stored_settings
@@ -413,7 +413,7 @@ def compose(
         banner = production_banner(settings, _prepare(settings))
         return Composed(app, banner, sandbox=False, log_format=settings.log_format)
     except SettingsError as exc:
-        raise click.ClickException(f"configuration error: {exc}") from exc
+        raise CommandError(f"configuration error: {exc}") from exc
 
 
 def serve(

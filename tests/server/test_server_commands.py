@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 from server_helpers import seed_user
 
+from appleconnect.cli import main
 from appleconnect.server.commands import COMMANDS
 
 
@@ -85,13 +87,14 @@ def test_users_commands(tmp_path: Path) -> None:
     assert shown["transfer_sub"] is None
     missing = CliRunner().invoke(cli(), ["users", "show", "nobody", "--data-dir", data])
     assert missing.exit_code == 1
-    assert "no user matches 'nobody'" in missing.output
+    # One line in the form every command uses, not click's "Error: ...".
+    assert missing.output == "appleconnect: no user matches 'nobody'\n"
     out = run("users", "delete", "1", "--yes", "--data-dir", data)
     assert "NOT revoked at Apple" in out
     assert run("users", "list", "--data-dir", data) == ""
 
 
-def test_bad_config_is_one_line(tmp_path: Path) -> None:
+def test_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "c.toml"
     config.write_text('mode = "production"\nsession_ttl = -1\n')
     result = CliRunner().invoke(
@@ -99,3 +102,11 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "session_ttl: must be a positive number." in result.output
+    assert result.output.startswith("appleconnect: ")
+    assert result.output.count("\n") == 1
+    # serve says it the same way (its message names the configuration).
+    code = main(["serve", "--data-dir", str(tmp_path), "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("appleconnect: configuration error: ")
+    assert "session_ttl: must be a positive number." in err

@@ -49,12 +49,20 @@ def data_options(func: F) -> F:
     return func
 
 
+class CommandError(click.ClickException):
+    """A command's refusal, printed as one line in the form every ``appleconnect`` command uses
+    (``appleconnect: …`` on standard error, exit status 1), not click's ``Error: …``."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"appleconnect: {self.format_message()}", err=True, file=file)
+
+
 def _settings(data_dir: Path, config: Path | None) -> Settings:
     try:
         settings = load_settings(data_dir=data_dir, config=config)
         settings.validate(apple=False)
     except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
     return settings
 
 
@@ -62,7 +70,7 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         asyncio.run(coro)
     except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
 
 
 def async_command(func: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -155,7 +163,7 @@ async def apikey_revoke(key_id: int, data_dir: Path, config: Path | None) -> Non
     settings = _settings(data_dir, config)
     done = await _with_db(settings, lambda db: store.revoke_api_key(db=db, key_id=key_id))
     if not done:
-        raise click.ClickException(f"no active API key has id {key_id}")
+        raise CommandError(f"no active API key has id {key_id}")
     click.echo(f"revoked API key {key_id}")
 
 
@@ -185,7 +193,7 @@ async def users_show(ref: str, data_dir: Path, config: Path | None) -> None:
     settings = _settings(data_dir, config)
     user = await _with_db(settings, lambda db: store.find_user(db=db, ref=ref))
     if user is None:
-        raise click.ClickException(f"no user matches {ref!r}")
+        raise CommandError(f"no user matches {ref!r}")
     click.echo(json.dumps(user_json(user, transfer_sub=True), indent=2))
 
 
@@ -199,7 +207,7 @@ async def users_delete(ref: str, yes: bool, data_dir: Path, config: Path | None)
     settings = _settings(data_dir, config)
     user = await _with_db(settings, lambda db: store.find_user(db=db, ref=ref))
     if user is None:
-        raise click.ClickException(f"no user matches {ref!r}")
+        raise CommandError(f"no user matches {ref!r}")
     if not yes:
         click.confirm(f"Delete user {user.id} ({user.email or user.sub})?", abort=True)
     settings = await _effective_settings(settings)
