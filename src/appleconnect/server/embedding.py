@@ -91,20 +91,10 @@ class SnippetOptions:
         return options
 
     def spec(self) -> buttons.ButtonSpec:
-        if self.kind == "logo":
-            return buttons.ButtonSpec(
-                kind="logo",
-                width=self.height,
-                height=self.height,
-                color=self.color,  # type: ignore[arg-type]
-                border=self.border,
-                border_radius=self.border_radius,
-                type=self.type,  # type: ignore[arg-type]
-                locale=self.locale,
-            )
+        # The logo button is square: its width is its height.
         return buttons.ButtonSpec(
             kind=self.kind,
-            width=self.width,
+            width=self.height if self.kind == "logo" else self.width,
             height=self.height,
             color=self.color,  # type: ignore[arg-type]
             border=self.border,
