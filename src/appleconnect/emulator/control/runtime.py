@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from .._errors import ControlError
-from ..deps import FaultsDep, StateDep
+from ..deps import BaseUrlDep, FaultsDep, StateDep
 from ..faults import parse_fault
 from ..state import EmulatorState
 from ._base import Body, ControlRoute, json_answer, number
@@ -44,9 +44,10 @@ async def overview(state: StateDep) -> Response:
 
 
 @router.get("/credentials")
-async def credentials(state: StateDep) -> Response:
-    """What ``credentials.json`` holds (the default team, with its private key)."""
-    return json_answer(state.credentials())
+async def credentials(state: StateDep, base_url: BaseUrlDep) -> Response:
+    """What ``credentials.json`` holds (the default team, with its private key), with the
+    ``base_url`` where clients reach the emulator."""
+    return json_answer(state.credentials(base_url))
 
 
 @router.get("/faults")
