@@ -61,7 +61,8 @@ def _with_retry_after(response: dict[str, Any], text: str) -> dict[str, Any]:
 
 _DESCRIPTIONS = {
     "400": "A parameter is missing or invalid, or Apple refused the code or token.",
-    "401": "The API key, session, id_token or refresh token is not valid.",
+    "401": "The API key or the session is missing (missing_parameter, field key or cookie) or "
+    "not valid (invalid_key, invalid_cookie), or the id_token or refresh token is not valid.",
     "404": "The account was deleted meanwhile.",
     "413": "The request body is too large.",
     "415": "The body is neither a form nor JSON.",
