@@ -22,7 +22,7 @@ from .container import close_container, open_container
 from .headers import SecurityHeaders
 from .live_settings import LiveSettings
 from .middleware import BodyLimit, NotConfiguredGate, SettingsMiddleware
-from .routes import api, buttons, home, notifications, web
+from .routes import api, apidocs, buttons, home, notifications, web
 from .settings import Settings
 
 __all__ = ["create_app"]
@@ -85,6 +85,7 @@ def create_app(
         app.include_router(router)
     app.include_router(admin_router)
     app.include_router(buttons.router)
+    app.include_router(apidocs.router)
     app.include_router(readiness.router)
     app.include_router(metrics.router)
     error_handlers.install(app)

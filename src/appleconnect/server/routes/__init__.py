@@ -4,7 +4,8 @@
 - :mod:`.web`: the browser sign-in flow (``/auth/...``);
 - :mod:`.notifications`: Apple's server-to-server notifications;
 - :mod:`.home`: the demo page and the health check;
-- :mod:`.buttons`: the button images, ``embed.js`` and the embedding popup, for other sites.
+- :mod:`.buttons`: the button images, ``embed.js`` and the embedding popup, for other sites;
+- :mod:`.apidocs`: the interactive API documentation (``/docs``, Swagger UI, offline).
 
 The admin panel's pages are in :mod:`appleconnect.server.admin`.
 """
