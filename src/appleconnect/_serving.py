@@ -18,6 +18,9 @@ request on one more connection is answered ``503``), idle keep-alive connections
 :class:`ServerLimits` holds the numbers and :meth:`ServerLimits.uvicorn_options` turns them
 into ``uvicorn.run`` keyword arguments. docs/service.md#slow-clients.
 
+:func:`run_server` runs the server as ``uvicorn.run`` does, with :class:`GracefulServer`: after
+a graceful shutdown on SIGTERM the process exits 0. docs/service.md#shutdown.
+
 This module imports only the standard library, h11 and uvicorn, so the emulator's command may
 use it as well as the service's.
 """
@@ -25,15 +28,23 @@ use it as well as the service's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import HANDLED_SIGNALS
 
 from appleconnect.logformat import LogFormat, log_config
 
-__all__ = ["ServerLimits", "timed_h11_protocol"]
+__all__ = ["GracefulServer", "ServerLimits", "run_server", "timed_h11_protocol"]
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +164,53 @@ class _TimedH11Protocol(H11Protocol):
         if answer:
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, whose process ends normally (exit status 0) after a graceful shutdown.
+
+    On SIGTERM or SIGINT uvicorn stops accepting connections, lets the requests in flight
+    finish, runs the app's shutdown (the service's background work, :mod:`appleconnect.server
+    .container`), and then raises the signal again with its default action, so that a SIGTERM
+    ends the process as "killed by SIGTERM" (status 143) although nothing was cut short. This
+    server does not raise it again, unless a second Ctrl+C forced the exit before the shutdown
+    was complete: then the signal ends the process as uvicorn's does.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.signals_received: list[int] = []
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.signals_received.append(sig)
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+        if self.force_exit:
+            for received in reversed(self.signals_received):
+                signal.raise_signal(received)
+
+
+STARTUP_FAILURE = 3
+"""uvicorn's exit status when the server could not start."""
+
+
+def run_server(app: Any, **options: Any) -> None:
+    """``uvicorn.run(app, **options)`` for one process, with :class:`GracefulServer`; exits
+    with :data:`STARTUP_FAILURE` when the server could not start."""
+    config = uvicorn.Config(app, **options)
+    server = GracefulServer(config)
+    with contextlib.suppress(KeyboardInterrupt):  # a forced Ctrl+C, as uvicorn.run
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from appleconnect._logredact import install_log_redaction
-from appleconnect._serving import ServerLimits
+from appleconnect._serving import ServerLimits, run_server
 from appleconnect.logformat import LogFormat, RequestIdMiddleware
 from appleconnect.server import Settings, create_app, load_settings, store
 from appleconnect.server.commands import CommandError, admin_login_url
@@ -431,8 +431,6 @@ def serve(
 
     ``limits`` are the slow-client timeouts and the connection cap (:mod:`appleconnect._serving`).
     """
-    import uvicorn
-
     install_log_redaction()
     composed = compose(
         host=host,
@@ -447,4 +445,4 @@ def serve(
     if not log_format_given:
         limits = dataclasses.replace(limits, log_format=composed.log_format)
     options = limits.uvicorn_options()
-    uvicorn.run(composed.app, host=host, port=port, log_level="info", proxy_headers=True, **options)
+    run_server(composed.app, host=host, port=port, log_level="info", proxy_headers=True, **options)

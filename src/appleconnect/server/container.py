@@ -28,7 +28,13 @@ from .ratelimit import RateLimiter
 from .security import Encryptor, load_encryptor
 from .settings import Settings
 
-__all__ = ["HOUSEKEEPING_INTERVAL", "ServiceContainer", "close_container", "open_container"]
+__all__ = [
+    "CLOSE_GRACE",
+    "HOUSEKEEPING_INTERVAL",
+    "ServiceContainer",
+    "close_container",
+    "open_container",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +53,18 @@ class ServiceContainer:
     health: DatabaseHealth = field(default_factory=DatabaseHealth)
     outbox: OutboxWorker | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    daemons: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any, *, daemon: bool = False) -> None:
+        """Run ``coro`` in the background. At close, a task is given :data:`CLOSE_GRACE`
+        seconds to finish (a forwarded sign-in), unless it is a ``daemon`` (a loop that never
+        ends, a delayed close), which is cancelled at once."""
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        if daemon:
+            self.daemons.add(task)
+            task.add_done_callback(self.daemons.discard)
 
 
 async def open_container(
@@ -92,9 +105,9 @@ async def open_container(
     async with sessions() as db:
         await store.purge_expired(db=db)
         await db.commit()
-    service.spawn(_housekeeping(service))
+    service.spawn(_housekeeping(service), daemon=True)
     service.outbox = OutboxWorker(sessions, lambda: service.settings, service.health)
-    service.spawn(service.outbox.run())
+    service.spawn(service.outbox.run(), daemon=True)
     return service
 
 
@@ -116,11 +129,25 @@ async def _housekeeping(service: ServiceContainer) -> None:
                 log.exception("housekeeping failed")
 
 
+CLOSE_GRACE = 15.0
+"""Seconds a background task that is not a daemon (a sign-in being forwarded, whose HTTP
+client times out after 10 s) is given to finish when the service closes."""
+
+
 async def close_container(service: ServiceContainer) -> None:
-    tasks = list(service.background)
-    for task in tasks:
+    """Close what :func:`open_container` opened, after the background work: tasks that are not
+    daemons get :data:`CLOSE_GRACE` seconds to finish; the daemons are cancelled (the outbox's
+    worker first lets the mail it is sending finish and be recorded, see :mod:`.outbox`)."""
+    finishing = [t for t in service.background if t not in service.daemons]
+    daemons = list(service.daemons)
+    for task in daemons:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    if finishing:
+        _done, late = await asyncio.wait(finishing, timeout=CLOSE_GRACE)
+        for task in late:
+            log.warning("a background task did not finish within %g s; cancelled", CLOSE_GRACE)
+            task.cancel()
+    await asyncio.gather(*finishing, *daemons, return_exceptions=True)
     await service.outbound.aclose()
     await service.apple.aclose()
     await service.engine.dispose()

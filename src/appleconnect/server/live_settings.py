@@ -234,7 +234,7 @@ class LiveSettings:
         self.overrides, self.extras, self.version = overrides, extras, version
         if gateway is not None:
             old, service.apple = service.apple, gateway
-            service.spawn(_close_later(old))
+            service.spawn(_close_later(old), daemon=True)
         if apple_changed and self.on_apple_settings_changed is not None:
             try:
                 self.on_apple_settings_changed(target)
