@@ -66,6 +66,11 @@ def validate_client_id(client_id: object, team_id: str | None = None) -> str:
         )
     if any(c.isspace() or not c.isprintable() for c in client_id):
         raise ValueError(f"The client id {client_id!r} contains spaces or control characters.")
+    if "," in client_id:
+        raise ValueError(
+            f"The client id {client_id!r} contains a comma: it is one identifier, such as "
+            "'com.example.web'; give several client ids where a list is accepted, not here."
+        )
     if team_id and team_id in client_id:
         raise ValueError(
             f"The client id {client_id!r} contains the Team ID {team_id!r}; Apple wants the "
