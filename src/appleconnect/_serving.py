@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -44,7 +46,7 @@ from uvicorn.server import HANDLED_SIGNALS
 
 from appleconnect.logformat import LogFormat, log_config
 
-__all__ = ["GracefulServer", "ServerLimits", "run_server", "timed_h11_protocol"]
+__all__ = ["GracefulServer", "ServerLimits", "listen_problem", "run_server", "timed_h11_protocol"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,29 @@ class ServerLimits:
             "h11_max_incomplete_event_size": self.max_head_bytes,
             "log_config": log_config(self.log_format),
         }
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host:port`` (the port in use, an address that is not
+    this machine's), or ``None``: checked before a command prints its banner, so that the
+    operator reads one line instead of a banner followed by uvicorn's ``[Errno 98]``."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}: {exc.strerror}; pass --host"
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: a port whose old connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use; pass --port"
+            return f"cannot listen on {host} port {port}: {exc.strerror}; pass --host or --port"
+    return None
 
 
 def timed_h11_protocol(header_timeout: float, body_timeout: float) -> type[H11Protocol]:

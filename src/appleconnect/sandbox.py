@@ -1,9 +1,9 @@
 """The composition root of ``appleconnect serve``.
 
-With no configuration, sandbox mode: the emulator of Apple's side is mounted in-process under
-``/apple``, the service is pointed at it, and everything lives in the data directory. With a
-configuration file or ``APPLECONNECT_*`` variables, the service runs alone against the
-configured Apple. This is the one module that knows both the service and the emulator.
+In sandbox mode the emulator of Apple's side is mounted in-process under ``/apple``, the
+service is pointed at it, and everything lives in the data directory; in production mode the
+service runs alone against the configured Apple. ``settings.choose_mode`` decides which, and the
+banner says what chose it. This is the one module that knows both the service and the emulator.
 """
 
 from __future__ import annotations
@@ -24,16 +24,23 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from appleconnect._logredact import install_log_redaction
-from appleconnect._serving import ServerLimits, run_server
+from appleconnect._serving import ServerLimits, listen_problem, run_server
 from appleconnect.logformat import LogFormat, RequestIdMiddleware
 from appleconnect.server import Settings, create_app, load_settings, store
-from appleconnect.server.commands import CommandError, admin_login_url
+from appleconnect.server.commands import SERVED_URL_FILE, CommandError, admin_login_url
 from appleconnect.server.db import create_engine, migrate, session_factory
 from appleconnect.server.files import private_dir, private_file
 from appleconnect.server.live_settings import stored_settings
 from appleconnect.server.relay_mail import required_sources
 from appleconnect.server.security import load_encryptor
-from appleconnect.server.settings import ENV_PREFIX, Secret, SettingsError
+from appleconnect.server.settings import (
+    DEPLOYMENT_SETTINGS,
+    ENV_PREFIX,
+    ModeChoice,
+    Secret,
+    SettingsError,
+    choose_mode,
+)
 
 __all__ = [
     "APPLE_PREFIX",
@@ -75,16 +82,17 @@ def build_sandbox_app(
     outbound_transport: httpx.AsyncBaseTransport | None = None,
     control_api: bool = True,
     relay_smtp: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> Sandbox:
     """The service plus the emulator at ``/apple``, as one ASGI app, with nothing global.
 
     The service reaches "Apple" and the emulator reaches the service's notification endpoint
     through in-process ASGI transports: no socket is needed, so tests can use it as it is.
     ``control_api`` mounts the emulator's control API at ``/apple/emulator/…`` (``serve``
-    decides with :func:`appleconnect.emulator.control_api_enabled`).
-
-    ``relay_smtp`` runs the emulator's Private Email Relay on a free loopback port while the app
-    runs, for the service's mail to relay addresses (docs/service.md).
+    decides with :func:`appleconnect.emulator.control_api_enabled`). ``relay_smtp`` runs the
+    emulator's Private Email Relay on a free loopback port while the app runs, for the service's
+    mail to relay addresses (docs/service.md). ``environ``: variables
+    for the settings the sandbox does not set itself (``serve`` passes its own; default none).
     """
     from appleconnect.emulator import create_emulator_app
 
@@ -108,7 +116,8 @@ def build_sandbox_app(
     )
     emulator = emulator_app.state.emulator
     relay, overrides = _relay_server(emulator_app, overrides, relay_smtp)
-    settings = _sandbox_settings(data_dir, public_url, emulator.default_team, overrides)
+    team = emulator.default_team
+    settings = _sandbox_settings(data_dir, public_url, team, overrides, environ or {})
     register_with_emulator(emulator, settings)
     emulator.set_notification_url(settings.notification_url)
     if relay is not None:
@@ -147,13 +156,19 @@ def build_sandbox_app(
 
 
 def _sandbox_settings(
-    data_dir: Path, public_url: str, team: Any, overrides: Mapping[str, Any] | None
+    data_dir: Path,
+    public_url: str,
+    team: Any,
+    overrides: Mapping[str, Any] | None,
+    environ: Mapping[str, str],
 ) -> Settings:
-    """The service's settings in sandbox mode: the emulator's default team as Apple's
-    credentials, then ``overrides``."""
+    """The service's settings in sandbox mode: the variables in ``environ`` for what the sandbox
+    does not decide itself, the emulator's default team as Apple's credentials, then
+    ``overrides``."""
+    sandbox_sets = {ENV_PREFIX + name.upper() for name in (*DEPLOYMENT_SETTINGS, "mode")}
     return load_settings(
         data_dir=data_dir,
-        environ={},
+        environ={k: v for k, v in environ.items() if k not in sandbox_sets},
         overrides={
             "mode": "sandbox",
             "public_url": public_url,
@@ -282,22 +297,33 @@ async def _prepare_db(settings: Settings, known_key: str) -> Prepared:
 
 def _prepare(settings: Settings) -> Prepared:
     data_dir = private_dir(Path(settings.data_dir))
+    if settings.sandbox:
+        # `admin login-link` prints its link where this server listens, not at the default port.
+        _write_private(data_dir / SERVED_URL_FILE, settings.public_url)
     key_file = data_dir / DEMO_KEY_FILE
     known = key_file.read_text().strip() if key_file.exists() else ""
     prepared = asyncio.run(_prepare_db(settings, known))
     if prepared.demo_key and prepared.demo_key != known:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(prepared.demo_key + "\n")
+        _write_private(key_file, prepared.demo_key)
     if key_file.exists():
         private_file(key_file)  # narrows a file an older version left readable
     return prepared
 
 
-def production_banner(settings: Settings, prepared: Prepared) -> list[str]:
-    """The lines ``serve`` prints outside sandbox mode."""
+def _write_private(path: Path, line: str) -> None:
+    """Write one line to a file readable by its owner only (mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(line + "\n")
+
+
+def production_banner(
+    settings: Settings, prepared: Prepared, choice: ModeChoice | None = None
+) -> list[str]:
+    """The lines ``serve`` prints outside sandbox mode; the first says what chose the mode."""
+    mode = str(choice) if choice is not None else f"{settings.mode} mode"
     lines = [
-        f"Apple Connect ({settings.mode} mode) on {settings.public_url}",
+        f"Apple Connect ({mode}) on {settings.public_url}",
         f"  admin login      {prepared.login}  (one-time link)",
     ]
     if prepared.demo_key:
@@ -312,14 +338,6 @@ def production_banner(settings: Settings, prepared: Prepared) -> list[str]:
     return lines
 
 
-NOT_CONFIGURATION = frozenset({ENV_PREFIX + "LOG_FORMAT"})
-"""Variables that say how to run, not what to run: they do not choose production mode."""
-
-
-def _has_env_configuration(environ: Mapping[str, str]) -> bool:
-    return any(k.startswith(ENV_PREFIX) and k not in NOT_CONFIGURATION for k in environ)
-
-
 def sandbox_banner(
     public_url: str,
     prepared: Prepared,
@@ -328,7 +346,8 @@ def sandbox_banner(
     control_api: bool,
     smtp: tuple[str, int] | None = None,
 ) -> list[str]:
-    """The lines ``serve`` prints in sandbox mode; they say whether the control API is on."""
+    """The lines ``serve`` prints in sandbox mode; they say what chose the mode and whether the
+    control API is on."""
     control = (
         f"control API: {public_url}{APPLE_PREFIX}/emulator/"
         if control_api
@@ -336,6 +355,8 @@ def sandbox_banner(
     )
     return [
         "Apple Connect — sandbox mode (the emulator plays Apple; no Apple account needed)",
+        f"  mode             sandbox ({ModeChoice('sandbox').reason}: no --config, "
+        "no APPLECONNECT_MODE, no deployment variable)",
         f"  demo page        {public_url}/",
         f"  REST API         {public_url}/api/  (OpenAPI: {public_url}/openapi.json)",
         f"  emulated Apple   {public_url}{APPLE_PREFIX}/  ({control})",
@@ -376,31 +397,25 @@ def compose(
 ) -> Composed:
     """Build what ``appleconnect serve`` runs, without listening on anything.
 
-    Sandbox mode without configuration, production with it. In sandbox mode the emulator's
-    control API follows the emulator's rule (:func:`appleconnect.emulator.control_api_enabled`):
-    ``control_api=None`` serves it only when ``host`` is a loopback address. ``rate_limits=False``
-    turns the sandbox's rate limits off (for fuzzing and load tests).
+    The mode follows :func:`appleconnect.server.settings.choose_mode`; chosen by default (no
+    configuration) it is the sandbox, with the emulator mounted. An explicit sandbox mode
+    (``APPLECONNECT_MODE=sandbox``, ``mode = "sandbox"`` in the file) runs the service alone with
+    the configuration given, like production, against the Apple it names (an emulator run on its
+    own). In the sandbox the emulator's control API follows the emulator's rule
+    (:func:`appleconnect.emulator.control_api_enabled`): ``control_api=None`` serves it only when
+    ``host`` is a loopback address. ``rate_limits=False`` turns the sandbox's rate limits off (for
+    fuzzing and load tests).
     """
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     public_url = f"http://{shown_host}:{port}"
-    from appleconnect.emulator import control_api_enabled
-
     environ = os.environ if environ is None else environ
+    choice = ModeChoice("production")
     try:
-        if config is None and not _has_env_configuration(environ):
-            enabled = control_api_enabled(host, control_api)
-            sandbox = build_sandbox_app(
-                Path(data_dir),
-                public_url=public_url,
-                control_api=enabled,
-                overrides=None if rate_limits else NO_RATE_LIMITS,
+        choice = choose_mode(config=config, environ=environ)
+        if choice == ModeChoice("sandbox"):
+            return _compose_sandbox(
+                host, public_url, Path(data_dir), control_api, environ, rate_limits
             )
-            prepared = _prepare(sandbox.settings)
-            smtp = (sandbox.settings.relay_smtp_host, sandbox.settings.relay_smtp_port)
-            banner = sandbox_banner(
-                public_url, prepared, Path(data_dir), control_api=enabled, smtp=smtp
-            )
-            return Composed(sandbox.app, banner, sandbox=True)
         if control_api:
             raise click.UsageError("--control-api applies to sandbox mode only.")
         if not rate_limits:
@@ -410,10 +425,47 @@ def compose(
             )
         settings = load_settings(data_dir=Path(data_dir), config=config, environ=environ)
         app = create_app(settings)
-        banner = production_banner(settings, _prepare(settings))
+        banner = production_banner(settings, _prepare(settings), choice)
         return Composed(app, banner, sandbox=False, log_format=settings.log_format)
     except SettingsError as exc:
-        raise CommandError(f"configuration error: {exc}") from exc
+        raise CommandError(f"configuration error: {exc}{mode_note(choice)}") from exc
+
+
+def mode_note(choice: ModeChoice) -> str:
+    """What an error about the configuration adds, so that the operator sees why the service is
+    in this mode: `` (production mode, chosen by APPLECONNECT_TEAM_ID: …)``."""
+    if not choice.chosen_by:
+        return ""
+    note = f" ({choice.mode} mode, {choice.reason}"
+    if choice.chosen_by.startswith(ENV_PREFIX) and choice.chosen_by != ENV_PREFIX + "MODE":
+        note += "; without it and without --config, serve runs the sandbox"
+    return note + ")"
+
+
+def _compose_sandbox(
+    host: str,
+    public_url: str,
+    data_dir: Path,
+    control_api: bool | None,
+    environ: Mapping[str, str],
+    rate_limits: bool,
+) -> Composed:
+    """Sandbox mode, chosen by default: the service with the emulator mounted, and the settings
+    given by variables (none of :data:`DEPLOYMENT_SETTINGS`, or the mode would be production)."""
+    from appleconnect.emulator import control_api_enabled
+
+    enabled = control_api_enabled(host, control_api)
+    sandbox = build_sandbox_app(
+        data_dir,
+        public_url=public_url,
+        control_api=enabled,
+        overrides=None if rate_limits else NO_RATE_LIMITS,
+        environ=environ,
+    )
+    prepared = _prepare(sandbox.settings)
+    smtp = (sandbox.settings.relay_smtp_host, sandbox.settings.relay_smtp_port)
+    banner = sandbox_banner(public_url, prepared, data_dir, control_api=enabled, smtp=smtp)
+    return Composed(sandbox.app, banner, sandbox=True, log_format=sandbox.settings.log_format)
 
 
 def serve(
@@ -429,8 +481,12 @@ def serve(
 ) -> None:
     """Run ``appleconnect serve``: sandbox mode without configuration, production with it.
 
+    A port in use is refused in one line before anything is printed or written.
     ``limits`` are the slow-client timeouts and the connection cap (:mod:`appleconnect._serving`).
     """
+    problem = listen_problem(host, port)
+    if problem:  # before the banner and its one-time admin login link
+        raise CommandError(problem)
     install_log_redaction()
     composed = compose(
         host=host,

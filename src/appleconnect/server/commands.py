@@ -1,7 +1,9 @@
 """The service's ``appleconnect`` sub-commands. ``cli.py`` adds each of :data:`COMMANDS`.
 
 Every command takes the same ``--data-dir`` / ``--config`` as ``serve``, so it works beside a
-running server on the same data.
+running server on the same data. Every command but ``migrate`` reads data that ``serve`` (or
+``migrate``) made: a data directory without a database, or a database without the service's
+tables, is refused in one line, and nothing is created (:func:`_require_data`).
 """
 
 from __future__ import annotations
@@ -14,20 +16,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import store
 from .container import close_container, open_container
 from .db import DbSession, create_engine, current_revision, migrate, session_factory
 from .live_settings import stored_settings
 from .security import load_encryptor
-from .settings import Settings, SettingsError, load_settings
+from .settings import ModeChoice, Settings, SettingsError, choose_mode, load_settings
 from .signin import delete_account
 from .transfer import export_transfer_subs, import_transfer_subs
 from .users import user_json
 
-__all__ = ["COMMANDS", "DEFAULT_DATA_DIR"]
+__all__ = ["COMMANDS", "DEFAULT_DATA_DIR", "SERVED_URL_FILE"]
 
 DEFAULT_DATA_DIR = Path("appleconnect-data")
+SERVED_URL_FILE = "served-url.txt"
+"""In a sandbox's data directory: the URL ``serve`` listens on, for ``admin login-link``."""
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -57,13 +63,66 @@ class CommandError(click.ClickException):
         click.echo(f"appleconnect: {self.format_message()}", err=True, file=file)
 
 
-def _settings(data_dir: Path, config: Path | None) -> Settings:
+def _example(*lines: str) -> str:
+    """A command's epilog: its examples, kept as written (``\b`` stops click's rewrapping)."""
+    return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _mode_note(choice: ModeChoice | None) -> str:
+    if choice is None or not choice.chosen_by:
+        return ""
+    return f" ({choice.mode} mode, {choice.reason})"
+
+
+def _settings(data_dir: Path, config: Path | None, *, existing: bool = True) -> Settings:
+    """The settings, validated; an error names the setting and what chose the mode. With
+    ``existing`` (every command but ``migrate``) a missing data directory or database is
+    refused before anything is created."""
+    choice = None
     try:
+        choice = choose_mode(config=config)
         settings = load_settings(data_dir=data_dir, config=config)
         settings.validate(apple=False)
     except SettingsError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandError(f"{exc}{_mode_note(choice)}") from exc
+    if existing:
+        _require_data_dir(settings, data_dir)
     return settings
+
+
+def _require_data_dir(settings: Settings, data_dir: Path) -> None:
+    """Refuse a SQLite database that is not there, naming the directory (or the file of an
+    explicit ``database_url``) and what to do, instead of creating an empty one."""
+    url = make_url(settings.effective_database_url)
+    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return
+    if settings.database_url:
+        if not Path(str(url.database)).is_file():
+            raise CommandError(
+                f"no service data in {url.database} (no such database file); check "
+                "database_url, or run `appleconnect migrate` or `appleconnect serve` first"
+            )
+        return
+    if not data_dir.is_dir():
+        why = "no such directory"
+    elif not (data_dir / "appleconnect.db").is_file():
+        why = "no database there"
+    else:
+        return
+    raise CommandError(
+        f"no service data in {data_dir} ({why}); pass --data-dir or run `appleconnect serve` first"
+    )
+
+
+async def _require_data(settings: Settings, engine: AsyncEngine) -> None:
+    """Refuse a database without the service's tables (an empty file, a new PostgreSQL
+    database): the command would otherwise create them and read nothing."""
+    if await current_revision(engine) is None:
+        where = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+        raise CommandError(
+            f"no service data in {where} (no tables of the service there); pass --data-dir or "
+            "--config, or run `appleconnect migrate` or `appleconnect serve` first"
+        )
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -86,6 +145,7 @@ async def _effective_settings(settings: Settings) -> Settings:
     deployment configured in the panel live in the database, not in its configuration."""
     engine = create_engine(settings)
     try:
+        await _require_data(settings, engine)
         await migrate(engine)
         async with session_factory(engine)() as db:
             return await stored_settings(db=db, encryptor=load_encryptor(settings), base=settings)
@@ -94,8 +154,11 @@ async def _effective_settings(settings: Settings) -> Settings:
 
 
 async def _with_db(settings: Settings, body: Callable[[DbSession], Any]) -> Any:
+    """``body`` run in one transaction on the service's existing database (migrated first,
+    as ``serve`` does)."""
     engine = create_engine(settings)
     try:
+        await _require_data(settings, engine)
         await migrate(engine)
         async with session_factory(engine)() as db:
             result = await body(db)
@@ -105,12 +168,19 @@ async def _with_db(settings: Settings, body: Callable[[DbSession], Any]) -> Any:
         await engine.dispose()
 
 
-@click.command("migrate")
+@click.command(
+    "migrate",
+    epilog=_example(
+        "appleconnect migrate --config appleconnect.toml",
+        "appleconnect migrate --data-dir ./appleconnect-data",
+    ),
+)
 @data_options
 @async_command
 async def migrate_command(data_dir: Path, config: Path | None) -> None:
-    """Apply the database migrations (serve also applies them at start)."""
-    settings = _settings(data_dir, config)
+    """Apply the database migrations (serve also applies them at start); creates the
+    database when there is none."""
+    settings = _settings(data_dir, config, existing=False)
     engine = create_engine(settings)
     try:
         await migrate(engine)
@@ -119,12 +189,17 @@ async def migrate_command(data_dir: Path, config: Path | None) -> None:
         await engine.dispose()
 
 
-@click.group("apikey")
+@click.group(
+    "apikey",
+    epilog=_example("appleconnect apikey create --name ios-app", "appleconnect apikey list"),
+)
 def apikey() -> None:
     """Create, list and revoke API keys for the REST API."""
 
 
-@apikey.command("create")
+@apikey.command(
+    "create", epilog=_example("appleconnect apikey create --name ios-app --data-dir ./data")
+)
 @click.option("--name", default="default", show_default=True, help="A label for the key.")
 @data_options
 @async_command
@@ -134,11 +209,11 @@ async def apikey_create(name: str, data_dir: Path, config: Path | None) -> None:
     if not name or len(name) > 100:
         raise click.BadParameter("give a name of 1 to 100 characters", param_hint="--name")
     settings = _settings(data_dir, config)
-    raw = await _with_db(settings, lambda db: store.create_api_key(db=db, name=name))
+    raw = await _with_db(settings, lambda db: store.create_api_key(db=db, name=name, actor="cli"))
     click.echo(raw)
 
 
-@apikey.command("list")
+@apikey.command("list", epilog=_example("appleconnect apikey list --data-dir ./data"))
 @data_options
 @async_command
 async def apikey_list(data_dir: Path, config: Path | None) -> None:
@@ -154,26 +229,37 @@ async def apikey_list(data_dir: Path, config: Path | None) -> None:
         )
 
 
-@apikey.command("revoke")
+@apikey.command("revoke", epilog=_example("appleconnect apikey revoke 3"))
 @click.argument("key_id", type=int)
 @data_options
 @async_command
 async def apikey_revoke(key_id: int, data_dir: Path, config: Path | None) -> None:
     """Revoke the API key with id KEY_ID (see `apikey list`)."""
     settings = _settings(data_dir, config)
-    done = await _with_db(settings, lambda db: store.revoke_api_key(db=db, key_id=key_id))
+    done = await _with_db(
+        settings, lambda db: store.revoke_api_key(db=db, key_id=key_id, actor="cli")
+    )
     if not done:
         raise CommandError(f"no active API key has id {key_id}")
     click.echo(f"revoked API key {key_id}")
 
 
-@click.group("users")
+@click.group(
+    "users",
+    epilog=_example("appleconnect users list --limit 20", "appleconnect users show a@example.com"),
+)
 def users() -> None:
     """List, show, delete and migrate users."""
 
 
-@users.command("list")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@users.command("list", epilog=_example("appleconnect users list --limit 20 --data-dir ./data"))
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="At most this many users, the oldest first (1 to 10000).",
+)
 @data_options
 @async_command
 async def users_list(limit: int, data_dir: Path, config: Path | None) -> None:
@@ -184,7 +270,10 @@ async def users_list(limit: int, data_dir: Path, config: Path | None) -> None:
         click.echo(f"{user.id}\t{user.sub}\t{user.email or '-'}\t{user.role}")
 
 
-@users.command("show")
+@users.command(
+    "show",
+    epilog=_example("appleconnect users show a@example.com", "appleconnect users show 001234.abc"),
+)
 @click.argument("ref")
 @data_options
 @async_command
@@ -197,7 +286,7 @@ async def users_show(ref: str, data_dir: Path, config: Path | None) -> None:
     click.echo(json.dumps(user_json(user, transfer_sub=True), indent=2))
 
 
-@users.command("delete")
+@users.command("delete", epilog=_example("appleconnect users delete a@example.com --yes"))
 @click.argument("ref")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @data_options
@@ -237,7 +326,13 @@ async def users_delete(ref: str, yes: bool, data_dir: Path, config: Path | None)
     )
 
 
-@users.command("migrate")
+@users.command(
+    "migrate",
+    epilog=_example(
+        "appleconnect users migrate export --target-team-id TEAMB12345 --config old-team.toml",
+        "appleconnect users migrate import --config new-team.toml",
+    ),
+)
 @click.argument("direction", type=click.Choice(["export", "import"]))
 @click.option("--target-team-id", default=None, help="export: the recipient team's Team ID.")
 @data_options
@@ -271,16 +366,23 @@ async def users_migrate(
         raise click.exceptions.Exit(1)
 
 
-@click.group("admin")
+@click.group("admin", epilog=_example("appleconnect admin login-link --data-dir ./data"))
 def admin() -> None:
     """Administration helpers."""
 
 
-@admin.command("login-link")
+@admin.command(
+    "login-link",
+    epilog=_example(
+        "appleconnect admin login-link",
+        "appleconnect admin login-link --config appleconnect.toml",
+    ),
+)
 @data_options
 @async_command
 async def admin_login_link(data_dir: Path, config: Path | None) -> None:
-    """Print a one-time link that signs in to the admin panel."""
+    """Print a one-time link that signs in to the admin panel (of the server on this data:
+    in sandbox mode, at the address that `serve` last listened on)."""
     settings = _settings(data_dir, config)
     raw = await _with_db(
         settings, lambda db: store.create_admin_login(db=db, ttl=settings.admin_login_ttl)
@@ -289,7 +391,13 @@ async def admin_login_link(data_dir: Path, config: Path | None) -> None:
 
 
 def admin_login_url(settings: Settings, raw: str) -> str:
-    return f"{settings.public_url.rstrip('/')}/admin/login?token={raw}"
+    """The admin login link at ``public_url``; in sandbox mode at the URL that the sandbox
+    ``serve`` wrote in the data directory (it listens where ``--host``/``--port`` say)."""
+    base = settings.public_url
+    served = Path(settings.data_dir) / SERVED_URL_FILE
+    if settings.sandbox and served.is_file():
+        base = served.read_text(encoding="utf-8").strip() or base
+    return f"{base.rstrip('/')}/admin/login?token={raw}"
 
 
 COMMANDS: list[click.Command] = [migrate_command, apikey, users, admin]

@@ -3,6 +3,9 @@
 Sources, later ones winning: built-in defaults, a TOML file (``--config``), environment variables
 ``APPLECONNECT_<NAME>``. The composition root (``appleconnect serve`` / ``sandbox.py``) may add
 overrides on top. Nothing here reads the environment at import time.
+
+The mode is chosen by one rule (:func:`choose_mode`), and the choice names what made it, so that
+``serve`` and every error can say why the service runs in production or sandbox mode.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from appleconnect import APPLE_BASE_URL
-from appleconnect.checks import redirect_uri_problem
+from appleconnect.checks import redirect_uri_problem, split_list
 
 __all__ = [
+    "DEPLOYMENT_SETTINGS",
     "ENV_PREFIX",
+    "ModeChoice",
     "Secret",
     "Settings",
     "SettingsError",
+    "choose_mode",
     "load_settings",
 ]
 
@@ -247,6 +253,11 @@ class Settings:
         apple_url = urlsplit(self.apple_base_url)
         if apple_url.scheme not in ("http", "https") or not apple_url.hostname:
             raise SettingsError("apple_base_url: must be an absolute http(s) URL.")
+        if self.client_id and any(c == "," or c.isspace() for c in self.client_id):
+            raise SettingsError(
+                f"client_id: {self.client_id!r} is not one Services ID; put the App IDs in "
+                'app_ids (APPLECONNECT_APP_IDS=a,b or app_ids = ["a", "b"]).'
+            )
         if self.welcome_email and not self.mail_from:
             raise SettingsError("mail_from: required when welcome_email is on.")
         if not self.sandbox:
@@ -339,13 +350,15 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
-def _coerce_strings(value: object) -> tuple[str, ...]:
-    """A list of strings, or one string of comma-separated values (environment variables)."""
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise TypeError
+def _coerce_strings(name: str, value: object) -> tuple[str, ...]:
+    """A list of strings, or one string of comma-separated values, in the one list syntax
+    (:mod:`appleconnect._lists`): every element checked, none empty, none with a space inside."""
+    if not isinstance(value, str | list):
+        raise TypeError
+    try:
+        return split_list(value, what=name, variable=ENV_PREFIX + name.upper(), toml_key=name)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _coerce_bool(value: object) -> bool:
@@ -372,7 +385,7 @@ def _coerce(name: str, value: object) -> Any:
                 raise TypeError
             return Path(value)
         if kind == "tuple[str, ...]":
-            return _coerce_strings(value)
+            return _coerce_strings(name, value)
         if isinstance(default, bool):
             return _coerce_bool(value)
         if isinstance(default, int):
@@ -384,8 +397,131 @@ def _coerce(name: str, value: object) -> Any:
         if not isinstance(value, str):
             raise TypeError
         return value
+    except SettingsError:
+        raise
     except (TypeError, ValueError):
         raise SettingsError(f"{name}: {value!r} is not a valid value ({kind}).") from None
+
+
+DEPLOYMENT_SETTINGS = frozenset(
+    {
+        "public_url",
+        "database_url",
+        "encryption_key",
+        "apple_base_url",
+        "team_id",
+        "key_id",
+        "private_key",
+        "private_key_file",
+        "client_secret",
+        "client_id",
+        "app_ids",
+        "redirect_uri",
+        "relay_smtp_host",
+        "relay_smtp_port",
+    }
+)
+"""The settings that sandbox mode decides itself (where it is, its database and key, and Apple,
+which the emulator plays). A variable for one of them, without ``APPLECONNECT_MODE``, configures
+a deployment: it chooses production mode. Every other variable applies in either mode."""
+
+
+RENAMED_VARIABLES = {
+    "APPLECONNECT_KEY_FILE": "APPLECONNECT_PRIVATE_KEY_FILE",
+    "APPLECONNECT_CLIENT_IDS": "APPLECONNECT_CLIENT_ID (the Services ID) and APPLECONNECT_APP_IDS",
+}
+"""Variables that older versions of ``appleconnect secret`` and ``doctor`` read, and the settings
+that replace them (the command line refuses them with the same words)."""
+
+
+@dataclass(frozen=True)
+class ModeChoice:
+    """The mode and what chose it: ``APPLECONNECT_MODE``, ``mode in x.toml``, ``config file
+    x.toml``, a deployment variable such as ``APPLECONNECT_DATABASE_URL``, or nothing (sandbox)."""
+
+    mode: Mode
+    chosen_by: str = ""
+
+    @property
+    def reason(self) -> str:
+        return f"chosen by {self.chosen_by}" if self.chosen_by else "default: no configuration"
+
+    def __str__(self) -> str:
+        return f"{self.mode} mode ({self.reason})"
+
+
+def _checked_mode(value: object, source: str) -> Mode:
+    if value == "sandbox" or value == "production":
+        return value
+    raise SettingsError(f"{source}: must be 'sandbox' or 'production', not {value!r}.")
+
+
+def _mode_of(
+    config: Path | None, file_values: Mapping[str, Any], environ: Mapping[str, str]
+) -> ModeChoice:
+    """The rule, first match wins: ``APPLECONNECT_MODE``; ``mode`` in the config file; a config
+    file (production); a variable for a :data:`DEPLOYMENT_SETTINGS` setting (production);
+    otherwise sandbox."""
+    variable = ENV_PREFIX + "MODE"
+    if variable in environ:
+        return ModeChoice(_checked_mode(environ[variable], variable), variable)
+    if config is not None and "mode" in file_values:
+        return ModeChoice(_checked_mode(file_values["mode"], "mode"), f"mode in {config}")
+    if config is not None:
+        return ModeChoice("production", f"config file {config}")
+    deployment = sorted(
+        key
+        for key in environ
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in DEPLOYMENT_SETTINGS
+    )
+    if deployment:
+        return ModeChoice("production", deployment[0])
+    return ModeChoice("sandbox")
+
+
+def choose_mode(*, config: Path | None, environ: Mapping[str, str] | None = None) -> ModeChoice:
+    """The mode ``serve`` and the service commands run in, and what chose it (the rule is in
+    ``docs/service.md#which-mode``)."""
+    environ = os.environ if environ is None else environ
+    return _mode_of(config, _read_config(config) if config is not None else {}, environ)
+
+
+def _read_config(config: Path) -> dict[str, Any]:
+    """The settings in a TOML file, each checked and converted."""
+    try:
+        raw = config.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"config: cannot read {config}: {exc.strerror}.") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise SettingsError(f"config: {config} is larger than {MAX_CONFIG_BYTES} bytes.")
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config: {config} is not valid TOML: {exc}.") from exc
+    values: dict[str, Any] = {}
+    for key, value in _flatten(table).items():
+        if key not in _FIELDS:
+            raise SettingsError(f"config: unknown setting {key!r} in {config}.")
+        values[key] = _coerce(key, value)
+    return values
+
+
+def _read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings in ``APPLECONNECT_*`` variables; an unknown or invalid one is named."""
+    values: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in _FIELDS:
+            renamed = RENAMED_VARIABLES.get(key)
+            hint = f"; use {renamed}" if renamed else ""
+            raise SettingsError(f"{key}: unknown setting{hint} (see docs/service.md).")
+        try:
+            values[name] = _coerce(name, value)
+        except SettingsError as exc:
+            raise SettingsError(f"{str(exc).rstrip('.')} (set by {key}).") from None
+    return values
 
 
 def load_settings(
@@ -397,37 +533,12 @@ def load_settings(
 ) -> Settings:
     """Build :class:`Settings` from a TOML file, the environment and overrides, and validate.
 
-    With neither a config file nor any ``APPLECONNECT_*`` variable, ``mode`` defaults to
-    ``sandbox``; otherwise to ``production``.
+    Without an explicit ``mode``, :func:`choose_mode`'s rule decides it.
     """
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    if config is not None:
-        try:
-            raw = config.read_bytes()
-        except OSError as exc:
-            raise SettingsError(f"config: cannot read {config}: {exc.strerror}.") from exc
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise SettingsError(f"config: {config} is larger than {MAX_CONFIG_BYTES} bytes.")
-        try:
-            table = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"config: {config} is not valid TOML: {exc}.") from exc
-        for key, value in _flatten(table).items():
-            if key not in _FIELDS:
-                raise SettingsError(f"config: unknown setting {key!r} in {config}.")
-            values[key] = _coerce(key, value)
-    env_seen = False
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name not in _FIELDS:
-            raise SettingsError(f"{key}: unknown setting (see docs/service.md).")
-        env_seen = True
-        values[name] = _coerce(name, value)
-    if "mode" not in values:
-        values["mode"] = "production" if (config is not None or env_seen) else "sandbox"
+    file_values = _read_config(config) if config is not None else {}
+    values: dict[str, Any] = {**file_values, **_read_environment(environ)}
+    values["mode"] = _mode_of(config, file_values, environ).mode
     if data_dir is not None:
         values["data_dir"] = Path(data_dir)
     for key, value in (overrides or {}).items():

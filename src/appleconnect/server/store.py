@@ -67,8 +67,14 @@ async def _rows_changed(db: DbSession, statement: Executable) -> int:
 # --- API keys ---------------------------------------------------------------------------------
 
 
-async def create_api_key(*, db: DbSession, name: str, now: datetime | None = None) -> str:
-    """Create an API key and return it; only its hash is stored, so it is shown once."""
+async def create_api_key(
+    *, db: DbSession, name: str, now: datetime | None = None, actor: str | None = None
+) -> str:
+    """Create an API key and return it; only its hash is stored, so it is shown once.
+
+    With an ``actor`` (``admin`` for the panel, ``cli`` for ``appleconnect apikey create``) the
+    creation is written to the audit log, the same entry whoever made the key.
+    """
     raw = new_token(API_KEY_PREFIX)
     db.add(
         ApiKey(
@@ -79,6 +85,8 @@ async def create_api_key(*, db: DbSession, name: str, now: datetime | None = Non
         )
     )
     await db.flush()
+    if actor is not None:
+        await audit(db=db, event="admin.apikey_created", actor=actor, detail={"name": name})
     return raw
 
 
@@ -86,8 +94,12 @@ async def list_api_keys(*, db: DbSession) -> Sequence[ApiKey]:
     return (await db.scalars(select(ApiKey).order_by(ApiKey.id))).all()
 
 
-async def revoke_api_key(*, db: DbSession, key_id: int, now: datetime | None = None) -> bool:
-    return (
+async def revoke_api_key(
+    *, db: DbSession, key_id: int, now: datetime | None = None, actor: str | None = None
+) -> bool:
+    """Revoke an active key; with an ``actor``, a revocation is written to the audit log (as
+    :func:`create_api_key` does)."""
+    done = (
         await _rows_changed(
             db,
             update(ApiKey)
@@ -96,6 +108,9 @@ async def revoke_api_key(*, db: DbSession, key_id: int, now: datetime | None = N
         )
         > 0
     )
+    if done and actor is not None:
+        await audit(db=db, event="admin.apikey_revoked", actor=actor, detail={"id": key_id})
+    return done
 
 
 async def check_api_key(*, db: DbSession, raw: str, now: datetime | None = None) -> ApiKey | None:

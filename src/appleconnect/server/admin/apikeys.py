@@ -26,8 +26,7 @@ async def apikeys_page(request: Request, _admin: AdminSession, service: Containe
 async def create_key(request: Request, form: AdminForm, service: ContainerDep) -> Response:
     name = form_text(form, "name", 100) or "unnamed"
     async with service.sessions() as db:
-        raw = await store.create_api_key(db=db, name=name)
-        await store.audit(db=db, event="admin.apikey_created", actor="admin", detail={"name": name})
+        raw = await store.create_api_key(db=db, name=name, actor="admin")
         await db.commit()
         keys = await store.list_api_keys(db=db)
     return page(request, "apikeys.html", {"keys": keys, "new_key": raw})
@@ -36,10 +35,6 @@ async def create_key(request: Request, form: AdminForm, service: ContainerDep) -
 @router.post("/apikeys/{key_id}/revoke")
 async def revoke_key(_form: AdminForm, service: ContainerDep, key_id: int) -> Response:
     async with service.sessions() as db:
-        done = await store.revoke_api_key(db=db, key_id=key_id)
-        if done:
-            await store.audit(
-                db=db, event="admin.apikey_revoked", actor="admin", detail={"id": key_id}
-            )
+        await store.revoke_api_key(db=db, key_id=key_id, actor="admin")
         await db.commit()
     return RedirectResponse("/admin/apikeys?done=revoked", status_code=303)
