@@ -27,3 +27,10 @@ AUTHORIZATION_CODE_TTL = 300
 
 RELAY_DOMAINS = ("privaterelay.appleid.com", "private.icloud.com")
 """Domains of Hide My Email relay addresses. Prefer the ``is_private_email`` claim to this list."""
+
+RENAMED_VARIABLES = {
+    "APPLECONNECT_KEY_FILE": "APPLECONNECT_PRIVATE_KEY_FILE",
+    "APPLECONNECT_CLIENT_IDS": "APPLECONNECT_CLIENT_ID (the Services ID) and APPLECONNECT_APP_IDS",
+}
+"""Variables that older versions of ``appleconnect secret`` and ``doctor`` read, and the settings
+that replace them: the commands and the service read the same variables, with one meaning."""

@@ -34,6 +34,10 @@ CONTROL_API_HELP = (
 
 if click is not None:
 
+    def _example(*lines: str) -> str:
+        """A command's epilog: its examples, kept as written (``\b`` stops click's rewrapping)."""
+        return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
+
     def _server_limit_options(command: Callable[..., None]) -> Callable[..., None]:
         """The slow-client options that ``serve`` and ``emulator`` share."""
         options = [
@@ -84,7 +88,12 @@ if click is not None:
             log_format=values["log_format"] or "text",
         )
 
-    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(
+        context_settings={"help_option_names": ["-h", "--help"]},
+        epilog=_example(
+            "appleconnect serve", "appleconnect doctor --demo", "appleconnect serve --help"
+        ),
+    )
     @click.version_option(package_name="appleconnect")
     def cli() -> None:
         """Sign in with Apple: client library tools, the Apple emulator and the service."""
@@ -93,25 +102,74 @@ if click is not None:
         click.echo(f"appleconnect: {message}", err=True)
         raise SystemExit(code)
 
-    @cli.command("secret")
-    @click.option(
-        "--team-id", required=True, envvar="APPLECONNECT_TEAM_ID", help="10-character Team ID."
+    def _refuse_renamed_variables() -> None:
+        """An exported variable that an older version read is named, with what replaced it,
+        instead of being ignored."""
+        import os
+
+        from appleconnect._constants import RENAMED_VARIABLES
+
+        for old, new in RENAMED_VARIABLES.items():
+            if old in os.environ:
+                _fail(f"{old} is no longer read: use {new}, as the service does.")
+
+    def _client_id_list(
+        values: tuple[str, ...], variables: tuple[str, ...] = (), option: str = "--client-id"
+    ) -> tuple[str, ...]:
+        """``option``'s values (repeated and/or comma-separated) or, without any, those of
+        ``variables`` (the service's ``APPLECONNECT_CLIENT_ID`` and ``APPLECONNECT_APP_IDS``)."""
+        import os
+
+        from appleconnect._lists import split_list
+
+        try:
+            if values:
+                return split_list(values, what=option, option=option)
+            ids: list[str] = []
+            for variable in variables:
+                if variable == "APPLECONNECT_CLIENT_ID" and "," in os.environ.get(variable, ""):
+                    _fail(
+                        f"{variable}: {os.environ[variable]!r} is not one Services ID; put the "
+                        "App IDs in APPLECONNECT_APP_IDS=a,b (or give --client-id a,b)."
+                    )
+                ids += split_list(os.environ.get(variable, ""), what=variable, variable=variable)
+            return tuple(dict.fromkeys(ids))
+        except ValueError as exc:
+            _fail(str(exc))
+
+    @cli.command(
+        "secret",
+        epilog=_example(
+            "appleconnect secret --team-id ABCDE12345 --key-id KEY1234567 \\",
+            "    --client-id com.example.web --key-file AuthKey_KEY1234567.p8",
+        ),
     )
     @click.option(
-        "--key-id", required=True, envvar="APPLECONNECT_KEY_ID", help="10-character Key ID."
+        "--team-id",
+        required=True,
+        envvar="APPLECONNECT_TEAM_ID",
+        help="10-character Team ID (or APPLECONNECT_TEAM_ID, the service's team_id).",
+    )
+    @click.option(
+        "--key-id",
+        required=True,
+        envvar="APPLECONNECT_KEY_ID",
+        help="10-character Key ID (or APPLECONNECT_KEY_ID, the service's key_id).",
     )
     @click.option(
         "--client-id",
         required=True,
         envvar="APPLECONNECT_CLIENT_ID",
-        help="The Services ID (web) or App ID (native) the secret is for.",
+        help="The one Services ID (web) or App ID (native) the secret is for, its sub "
+        "(or APPLECONNECT_CLIENT_ID, the service's client_id).",
     )
     @click.option(
         "--key-file",
         required=True,
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        envvar="APPLECONNECT_KEY_FILE",
-        help="The AuthKey_<KEYID>.p8 file.",
+        envvar="APPLECONNECT_PRIVATE_KEY_FILE",
+        help="The AuthKey_<KEYID>.p8 file (or APPLECONNECT_PRIVATE_KEY_FILE, the service's "
+        "private_key_file).",
     )
     @click.option(
         "--ttl",
@@ -124,20 +182,29 @@ if click is not None:
         """Print a client secret (ES256 JWT) for Apple's token, revoke and migration calls."""
         from appleconnect import ClientSecret
 
+        _refuse_renamed_variables()
         try:
             secret = ClientSecret(team_id, key_id, client_id, key_file.read_bytes(), ttl=ttl)
         except (ValueError, TypeError) as exc:
             _fail(str(exc))
         click.echo(secret.token)
 
-    @cli.command("verify-token")
+    @cli.command(
+        "verify-token",
+        epilog=_example(
+            "appleconnect verify-token eyJraWQi... --client-id com.example.app,com.example.web",
+            "appleconnect verify-token - --client-id com.example.app \\",
+            "    --base-url http://127.0.0.1:8080 < token.txt",
+        ),
+    )
     @click.argument("token")
     @click.option(
         "--client-id",
         "client_ids",
         multiple=True,
         required=True,
-        help="An accepted audience (repeat for the App ID and the Services ID).",
+        help="Accepted audiences: the App ID and/or the Services ID, repeated "
+        "(--client-id a --client-id b) or comma-separated (--client-id a,b).",
     )
     @click.option("--nonce", default=None, help="The raw nonce sent in the authorization request.")
     @click.option(
@@ -151,7 +218,13 @@ if click is not None:
         default=None,
         help="Verify with the keys in this JWKS file instead of fetching them.",
     )
-    @click.option("--leeway", type=click.IntRange(0, 600), default=60, show_default=True)
+    @click.option(
+        "--leeway",
+        type=click.IntRange(0, 600),
+        default=60,
+        show_default=True,
+        help="Seconds of clock skew allowed when checking the token's exp and iat (0 to 600).",
+    )
     def verify_token_command(
         token: str,
         client_ids: tuple[str, ...],
@@ -174,6 +247,7 @@ if click is not None:
             verify_identity_token,
         )
 
+        client_ids = _client_id_list(client_ids)
         if token == "-":  # noqa: S105 - "-" means standard input, not a password
             token = sys.stdin.read(65536).strip()
         if base_url and jwks_file:
@@ -197,24 +271,51 @@ if click is not None:
             keys.close()
         click.echo(json.dumps(dict(result.claims), indent=2, sort_keys=True))
 
-    @cli.command("doctor")
-    @click.option("--team-id", envvar="APPLECONNECT_TEAM_ID", default=None)
-    @click.option("--key-id", envvar="APPLECONNECT_KEY_ID", default=None)
+    @cli.command(
+        "doctor",
+        epilog=_example(
+            "appleconnect doctor --team-id ABCDE12345 --key-id KEY1234567 \\",
+            "    --client-id com.example.web,com.example.app --key-file AuthKey_KEY1234567.p8 \\",
+            "    --redirect-uri https://login.example.com/auth/apple/callback",
+            "appleconnect doctor --demo",
+        ),
+    )
+    @click.option(
+        "--team-id",
+        envvar="APPLECONNECT_TEAM_ID",
+        default=None,
+        help="The 10-character Team ID to check, from Membership details in the Apple "
+        "Developer account (or APPLECONNECT_TEAM_ID, the service's team_id).",
+    )
+    @click.option(
+        "--key-id",
+        envvar="APPLECONNECT_KEY_ID",
+        default=None,
+        help="The 10-character Key ID of the Sign in with Apple key, as in its AuthKey_<KEYID>.p8 "
+        "file name (or APPLECONNECT_KEY_ID, the service's key_id).",
+    )
     @click.option(
         "--client-id",
         "client_ids",
         multiple=True,
-        envvar="APPLECONNECT_CLIENT_IDS",
-        help="Services ID and/or App ID (repeat the option).",
+        help="Services ID and/or App IDs, repeated (--client-id a --client-id b) or "
+        "comma-separated (--client-id a,b); default: APPLECONNECT_CLIENT_ID and "
+        "APPLECONNECT_APP_IDS, the service's client_id and app_ids.",
     )
     @click.option(
         "--key-file",
         type=click.Path(dir_okay=False, path_type=Path),
-        envvar="APPLECONNECT_KEY_FILE",
+        envvar="APPLECONNECT_PRIVATE_KEY_FILE",
         default=None,
-        help="The AuthKey_<KEYID>.p8 file.",
+        help="The AuthKey_<KEYID>.p8 file (or APPLECONNECT_PRIVATE_KEY_FILE, the service's "
+        "private_key_file).",
     )
-    @click.option("--redirect-uri", "redirect_uris", multiple=True, help="A redirect URI to check.")
+    @click.option(
+        "--redirect-uri",
+        "redirect_uris",
+        multiple=True,
+        help="A redirect URI to check against Apple's rules (repeat the option).",
+    )
     @click.option(
         "--client-secret",
         envvar="APPLECONNECT_CLIENT_SECRET",
@@ -256,6 +357,8 @@ if click is not None:
         """
         from appleconnect.checks import run_checks
 
+        _refuse_renamed_variables()
+        client_ids = _client_id_list(client_ids, ("APPLECONNECT_CLIENT_ID", "APPLECONNECT_APP_IDS"))
         if demo:
             team_id, key_id, client_ids, key_file, redirect_uris = _demo_configuration(demo_dir)
             sandbox = True
@@ -313,7 +416,13 @@ if click is not None:
             tuple(config["redirect_uris"]),
         )
 
-    @cli.command("emulator")
+    @cli.command(
+        "emulator",
+        epilog=_example(
+            "appleconnect emulator --state-dir ./apple-state --smtp-port 2525",
+            "appleconnect emulator --host 0.0.0.0 --no-control-api",
+        ),
+    )
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
     @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
     @click.option(
@@ -349,10 +458,7 @@ if click is not None:
         smtp_port: int | None,
         **limits: Any,
     ) -> None:
-        """Run the emulator of Apple's side of Sign in with Apple.
-
-        Example: appleconnect emulator --state-dir ./apple-state --smtp-port 2525
-        """
+        """Run the emulator of Apple's side of Sign in with Apple."""
         from appleconnect._logredact import install_log_redaction
         from appleconnect.emulator import serve
 
@@ -367,7 +473,12 @@ if click is not None:
             smtp_port=smtp_port,
         )
 
-    @cli.command("emulator-transfer")
+    @cli.command(
+        "emulator-transfer",
+        epilog=_example(
+            "appleconnect emulator-transfer --app-id com.example.app --to-team TEAMB12345"
+        ),
+    )
     @click.option(
         "--url",
         default="http://127.0.0.1:8080",
@@ -380,7 +491,8 @@ if click is not None:
         "--services-id",
         "services_ids",
         multiple=True,
-        help="A Services ID that moves with it (repeat; default: every one of the sending team).",
+        help="Services IDs that move with it, repeated or comma-separated (default: every one "
+        "of the sending team).",
     )
     @click.option(
         "--at",
@@ -396,13 +508,12 @@ if click is not None:
         Before the transfer the recipient is refused for the app's client ids; after it the
         sender is, sign-ins give the recipient's subs, and the 60-day user-migration window
         counts from it. Prints the transfer as JSON.
-
-        Example: appleconnect emulator-transfer --app-id com.example.app --to-team TEAMB12345
         """
         import json
 
         from appleconnect.emulator.remote import RemoteError, transfer_app
 
+        services_ids = _client_id_list(services_ids, option="--services-id")
         try:
             done = transfer_app(
                 url, app_id=app_id, to_team=to_team, services_ids=list(services_ids) or None, at=at
@@ -411,7 +522,14 @@ if click is not None:
             _fail(str(exc), 1)
         click.echo(json.dumps(done, indent=2))
 
-    @cli.command("emulator-email-sources")
+    @cli.command(
+        "emulator-email-sources",
+        epilog=_example(
+            "appleconnect emulator-email-sources add --domain mail.example.com",
+            "appleconnect emulator-email-sources remove --email hello@example.org",
+            "appleconnect emulator-email-sources",
+        ),
+    )
     @click.argument("action", type=click.Choice(["list", "add", "remove"]), default="list")
     @click.option(
         "--url",
@@ -441,8 +559,6 @@ if click is not None:
         """List, add or remove the email sources of a team at a running emulator's Private Email
         Relay (Apple's limits: 32 for an individual membership, 100 for an organisation).
         Prints the team's sources as JSON.
-
-        Example: appleconnect emulator-email-sources add --domain mail.example.com
         """
         import json
 
@@ -473,7 +589,15 @@ if click is not None:
 
 if click is not None:
 
-    @cli.command("serve")
+    @cli.command(
+        "serve",
+        epilog=_example(
+            "appleconnect serve",
+            "appleconnect serve --port 8001 --data-dir ./appleconnect-data",
+            "appleconnect serve --config appleconnect.toml --host 0.0.0.0",
+            "appleconnect serve --no-rate-limits   (to fuzz a sandbox)",
+        ),
+    )
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
     @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
     @click.option(
@@ -513,8 +637,8 @@ if click is not None:
     ) -> None:
         """Run the Apple Connect service (sandbox mode, with the emulator, when unconfigured).
 
-        Example: appleconnect serve --host 0.0.0.0 --control-api
-        (or appleconnect serve --no-rate-limits to fuzz a sandbox)
+        The banner's mode line says what chose the mode: APPLECONNECT_MODE, the --config file,
+        a deployment variable (such as APPLECONNECT_DATABASE_URL), or nothing (the sandbox).
         """
         from appleconnect.sandbox import serve
 
