@@ -131,8 +131,24 @@ def test_secret_does_not_sign_a_sub_with_a_comma(
         "--key-file", str(key_file),
     )  # fmt: skip
     assert (code, out) == (2, "")
-    assert err.startswith(f"appleconnect: The client id '{WEB},{APP}' contains a comma")
+    assert err.startswith(f"appleconnect: --client-id: The client id '{WEB},{APP}' contains a")
     assert err.count("\n") == 1
+
+
+def test_secret_names_the_variable_that_gave_a_bad_value(
+    capsys: pytest.CaptureFixture[str], key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APPLECONNECT_TEAM_ID", "ABCDE1234")  # nine characters
+    monkeypatch.setenv("APPLECONNECT_CLIENT_ID", WEB)
+    code, out, err = run(capsys, "secret", "--key-id", KID, "--key-file", str(key_file))
+    assert (code, out) == (2, "")
+    assert err.startswith("appleconnect: APPLECONNECT_TEAM_ID: The Team ID must be the 10-char")
+    monkeypatch.setenv("APPLECONNECT_TEAM_ID", TEAM)
+    code, out, err = run(capsys, "secret", "--key-id", "KEY", "--key-file", str(key_file))
+    assert err.startswith("appleconnect: --key-id: The Key ID must be the 10-character")
+    code, out, _ = run(capsys, "secret", "--key-id", KID, "--key-file", str(key_file))
+    assert code == 0
+    assert out.count(".") == 2  # a JWT
 
 
 @pytest.mark.parametrize(

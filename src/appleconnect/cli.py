@@ -181,13 +181,35 @@ if click is not None:
     def secret_command(team_id: str, key_id: str, client_id: str, key_file: Path, ttl: int) -> None:
         """Print a client secret (ES256 JWT) for Apple's token, revoke and migration calls."""
         from appleconnect import ClientSecret
+        from appleconnect.checks import validate_client_id, validate_team_or_key_id
 
         _refuse_renamed_variables()
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("team_id", lambda: validate_team_or_key_id(team_id, "Team ID")),
+            ("key_id", lambda: validate_team_or_key_id(key_id, "Key ID")),
+            ("client_id", lambda: validate_client_id(client_id, team_id.strip())),
+        ]
+        for name, check in checks:
+            try:
+                check()
+            except (ValueError, TypeError) as exc:
+                _fail(f"{_given_by(name)}: {exc}")
         try:
             secret = ClientSecret(team_id, key_id, client_id, key_file.read_bytes(), ttl=ttl)
         except (ValueError, TypeError) as exc:
-            _fail(str(exc))
+            _fail(f"{_given_by('key_file')}: {exc}")
         click.echo(secret.token)
+
+    def _given_by(name: str) -> str:
+        """Where the current command's parameter ``name`` came from: its option, or the
+        environment variable that set it (so an error names the variable to fix)."""
+        from click.core import ParameterSource
+
+        ctx = click.get_current_context()
+        param = next(p for p in ctx.command.params if p.name == name)
+        if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT:
+            return str(param.envvar)
+        return param.opts[0]
 
     @cli.command(
         "verify-token",

@@ -321,7 +321,7 @@ def production_banner(
     settings: Settings, prepared: Prepared, choice: ModeChoice | None = None
 ) -> list[str]:
     """The lines ``serve`` prints outside sandbox mode; the first says what chose the mode."""
-    mode = str(choice) if choice is not None else f"{settings.mode} mode"
+    mode = f"{choice.mode} mode, {choice.reason}" if choice else f"{settings.mode} mode"
     lines = [
         f"Apple Connect ({mode}) on {settings.public_url}",
         f"  admin login      {prepared.login}  (one-time link)",

@@ -204,3 +204,14 @@ def test_api_keys_of_the_cli_are_in_the_audit_log(tmp_path: Path) -> None:
         ("admin.apikey_revoked", "cli", {"id": 1}),
     ]
     assert key.strip() not in (tmp_path / "appleconnect.db").read_bytes().decode("latin-1")
+
+
+def test_a_command_names_the_variable_that_chose_production(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert invoke("migrate", "--data-dir", str(tmp_path))[0] == 0  # a sandbox's data
+    monkeypatch.setenv("APPLECONNECT_TEAM_ID", "ABCDE12345")  # exported for `secret`
+    code, output = invoke("apikey", "list", "--data-dir", str(tmp_path))
+    assert code == 1
+    assert output.startswith("appleconnect: encryption_key: production mode needs a key")
+    assert output.endswith("(production mode, chosen by APPLECONNECT_TEAM_ID)\n")

@@ -86,7 +86,7 @@ def test_serve_says_which_setting_chose_the_mode(tmp_path: Path) -> None:
     )
     assert not production.sandbox
     assert production.banner[0] == (
-        f"Apple Connect (production mode (chosen by config file {config})) on "
+        f"Apple Connect (production mode, chosen by config file {config}) on "
         "https://login.example.com"
     )
 
