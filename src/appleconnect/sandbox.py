@@ -91,8 +91,8 @@ def build_sandbox_app(
     ``control_api`` mounts the emulator's control API at ``/apple/emulator/…`` (``serve``
     decides with :func:`appleconnect.emulator.control_api_enabled`). ``relay_smtp`` runs the
     emulator's Private Email Relay on a free loopback port while the app runs, for the service's
-    mail to relay addresses (docs/service.md). ``environ``: variables
-    for the settings the sandbox does not set itself (``serve`` passes its own; default none).
+    mail to relay addresses (docs/service.md). ``environ``: variables for the settings the
+    sandbox does not set itself (``serve`` passes its own; by default none is read).
     """
     from appleconnect.emulator import create_emulator_app
 
@@ -428,18 +428,7 @@ def compose(
         banner = production_banner(settings, _prepare(settings), choice)
         return Composed(app, banner, sandbox=False, log_format=settings.log_format)
     except SettingsError as exc:
-        raise CommandError(f"configuration error: {exc}{mode_note(choice)}") from exc
-
-
-def mode_note(choice: ModeChoice) -> str:
-    """What an error about the configuration adds, so that the operator sees why the service is
-    in this mode: `` (production mode, chosen by APPLECONNECT_TEAM_ID: …)``."""
-    if not choice.chosen_by:
-        return ""
-    note = f" ({choice.mode} mode, {choice.reason}"
-    if choice.chosen_by.startswith(ENV_PREFIX) and choice.chosen_by != ENV_PREFIX + "MODE":
-        note += "; without it and without --config, serve runs the sandbox"
-    return note + ")"
+        raise CommandError(f"configuration error: {exc}{choice.note()}") from exc
 
 
 def _compose_sandbox(

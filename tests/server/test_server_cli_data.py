@@ -214,4 +214,7 @@ def test_a_command_names_the_variable_that_chose_production(
     code, output = invoke("apikey", "list", "--data-dir", str(tmp_path))
     assert code == 1
     assert output.startswith("appleconnect: encryption_key: production mode needs a key")
-    assert output.endswith("(production mode, chosen by APPLECONNECT_TEAM_ID)\n")
+    assert output.endswith(
+        "(production mode, chosen by APPLECONNECT_TEAM_ID; without it and without --config, "
+        "serve runs the sandbox)\n"
+    )

@@ -24,7 +24,7 @@ from .container import close_container, open_container
 from .db import DbSession, create_engine, current_revision, migrate, session_factory
 from .live_settings import stored_settings
 from .security import load_encryptor
-from .settings import ModeChoice, Settings, SettingsError, choose_mode, load_settings
+from .settings import Settings, SettingsError, choose_mode, load_settings
 from .signin import delete_account
 from .transfer import export_transfer_subs, import_transfer_subs
 from .users import user_json
@@ -68,12 +68,6 @@ def _example(*lines: str) -> str:
     return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def _mode_note(choice: ModeChoice | None) -> str:
-    if choice is None or not choice.chosen_by:
-        return ""
-    return f" ({choice.mode} mode, {choice.reason})"
-
-
 def _settings(data_dir: Path, config: Path | None, *, existing: bool = True) -> Settings:
     """The settings, validated; an error names the setting and what chose the mode. With
     ``existing`` (every command but ``migrate``) a missing data directory or database is
@@ -84,7 +78,7 @@ def _settings(data_dir: Path, config: Path | None, *, existing: bool = True) -> 
         settings = load_settings(data_dir=data_dir, config=config)
         settings.validate(apple=False)
     except SettingsError as exc:
-        raise CommandError(f"{exc}{_mode_note(choice)}") from exc
+        raise CommandError(f"{exc}{choice.note() if choice else ''}") from exc
     if existing:
         _require_data_dir(settings, data_dir)
     return settings

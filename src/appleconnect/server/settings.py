@@ -449,6 +449,16 @@ class ModeChoice:
     def __str__(self) -> str:
         return f"{self.mode} mode ({self.reason})"
 
+    def note(self) -> str:
+        """What an error about the configuration ends with, so that the operator sees why the
+        service is in this mode: `` (production mode, chosen by APPLECONNECT_TEAM_ID; …)``."""
+        if not self.chosen_by:
+            return ""
+        hint = ""
+        if self.chosen_by.startswith(ENV_PREFIX) and self.chosen_by != ENV_PREFIX + "MODE":
+            hint = "; without it and without --config, serve runs the sandbox"
+        return f" ({self.mode} mode, {self.reason}{hint})"
+
 
 def _checked_mode(value: object, source: str) -> Mode:
     if value == "sandbox" or value == "production":
