@@ -10,7 +10,7 @@ import json
 import pytest
 
 import appleconnect.checks as checks
-from appleconnect import _doctor, _jws, _redirect_uri, _secret
+from appleconnect import _doctor, _jws, _lists, _redirect_uri, _secret
 
 
 def test_the_public_names_are_pinned() -> None:
@@ -21,6 +21,7 @@ def test_the_public_names_are_pinned() -> None:
         "load_private_key",
         "redirect_uri_problem",
         "run_checks",
+        "split_list",
         "validate_client_id",
         "validate_team_or_key_id",
     ]
@@ -35,6 +36,7 @@ def test_each_name_is_the_rule_itself_not_a_copy() -> None:
     assert checks.load_private_key is _secret.load_private_key
     assert checks.validate_client_id is _secret.validate_client_id
     assert checks.validate_team_or_key_id is _secret.validate_team_or_key_id
+    assert checks.split_list is _lists.split_list
 
 
 def _segment(value: object) -> str:
