@@ -212,3 +212,38 @@ def test_appleid_auth_js_popup_flow(page: Any, site: Site) -> None:
     page.wait_for_function("document.getElementById('result').textContent.length > 0")
     failed = json.loads(page.locator("#result").inner_text())
     assert failed == {"failed": {"error": "user_cancelled_authorize"}}
+
+
+def test_consent_form_mistake_shows_the_error_beside_the_field_and_keeps_the_answers(
+    page: Any, site: Site, screenshots: Path
+) -> None:
+    sign_in_from_demo(page, site)
+    page.get_by_label("Create a new test Apple ID").check()
+    page.get_by_label("Email of the new Apple ID").fill("a@b")  # type=email lets it through
+    page.get_by_label("First name").fill("Ada")
+    page.get_by_label("Last name").fill("Byron")
+    page.get_by_label("Hide My Email").check()
+    page.get_by_role("button", name="Continue").click()
+
+    email = page.get_by_label("Email of the new Apple ID")
+    page.locator("#new_email-error").wait_for()
+    assert page.locator("#new_email-error").inner_text() == "'a@b' is not an email address."
+    assert email.get_attribute("aria-invalid") == "true"
+    assert page.evaluate("document.activeElement.id") == "new_email"
+    assert page.get_by_role("alert").inner_text().startswith("Nothing was sent yet")
+    # The error is beside the field: just below it, not somewhere else on the page.
+    field_box, error_box = email.bounding_box(), page.locator("#new_email-error").bounding_box()
+    assert 0 <= error_box["y"] - (field_box["y"] + field_box["height"]) < 30
+    assert email.input_value() == "a@b"
+    assert page.get_by_label("Create a new test Apple ID").is_checked()
+    assert page.get_by_label("First name").input_value() == "Ada"
+    assert page.get_by_label("Last name").input_value() == "Byron"
+    assert page.get_by_label("Hide My Email").is_checked()
+    page.screenshot(path=str(screenshots / "consent-mistake.png"), full_page=True)
+
+    email.fill("ada.byron@example.com")
+    page.get_by_role("button", name="Continue").click()
+    expect_text(page, "You are signed in.")
+    body = page.locator("dl").inner_text()
+    assert "Ada Byron" in body
+    assert "Hide My Email relay" in body

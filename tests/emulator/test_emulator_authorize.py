@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from emulator_helpers import WEB_REDIRECT, parse_forms, verify_apple_jwt
+from markupsafe import escape
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -279,3 +280,77 @@ async def test_form_mistake_keeps_the_page_usable(client: httpx.AsyncClient) -> 
         "error": "invalid_request",
         "error_description": "This sign-in request has expired or was already answered.",
     }
+
+
+HTML = {"accept": "text/html,application/xhtml+xml"}
+
+
+async def test_a_browser_gets_the_form_again_with_the_error_beside_the_field(
+    client: httpx.AsyncClient, state: EmulatorState
+) -> None:
+    page = await client.get("/auth/authorize", params=GOOD, headers=HTML)
+    [form] = parse_forms(page.text)
+    typed = {
+        "account": "new",
+        "new_email": "a@b",  # what <input type=email> lets through
+        "first_name": "Ana",
+        "last_name": "Bell",
+        "share_email": "hide",
+    }
+    fields = {**form["fields"], **typed, "action": "continue"}
+    mistake = await client.post(form["action"], data=fields, headers=HTML)
+    assert mistake.status_code == 400
+    assert mistake.headers["content-type"].startswith("text/html")
+    assert 'id="new_email-error">&#39;a@b&#39; is not an email address.</span>' in mistake.text
+    [again] = parse_forms(mistake.text)
+    assert again["action"] == form["action"]
+    assert again["fields"] == {**form["fields"], **typed}  # same request_id, all kept
+    email_input = again["ids"]["new_email"]
+    assert email_input["aria-invalid"] == "true"
+    assert email_input["aria-describedby"] == "new_email-error"
+    assert state.find_account("a@b") is None  # nothing was created
+    fixed = await client.post(
+        again["action"],
+        data={**again["fields"], "new_email": "ana@b.example", "action": "continue"},
+    )
+    [delivered] = parse_forms(fixed.text)
+    assert delivered["action"] == WEB_REDIRECT
+    assert delivered["fields"]["state"] == "xyz"
+    assert json.loads(delivered["fields"]["user"])["name"] == {
+        "firstName": "Ana",
+        "lastName": "Bell",
+    }
+    claims = await verify_apple_jwt(client, delivered["fields"]["id_token"], "com.example.web")
+    assert claims["nonce"] == "abc"
+    assert claims["is_private_email"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("typed", "field", "message"),
+    [
+        ({"account": "new", "new_email": " "}, "new_email", "Enter the email of the new Apple ID."),
+        (
+            {"account": "new", "new_email": "maria.ruiz@example.com"},
+            "new_email",
+            "An Apple ID with email maria.ruiz@example.com already exists.",
+        ),
+        (
+            {"account": "new", "new_email": "ok@example.com", "last_name": "x" * 65},
+            "last_name",
+            "A name may be at most 64 characters.",
+        ),
+        ({"account": "nobody"}, "account", "Choose an Apple ID."),
+    ],
+)
+async def test_each_form_mistake_is_marked_on_its_field(
+    client: httpx.AsyncClient, typed: dict[str, str], field: str, message: str
+) -> None:
+    page = await client.get("/auth/authorize", params=GOOD, headers=HTML)
+    [form] = parse_forms(page.text)
+    data = {**form["fields"], **typed, "action": "continue"}
+    shown = await client.post(form["action"], data=data, headers=HTML)
+    assert shown.status_code == 400
+    assert f'id="{field}-error">{escape(message)}</span>' in shown.text
+    assert shown.text.count('class="field-error"') == 1
+    as_json = await client.post(form["action"], data=data)  # not a browser: Apple's JSON
+    assert as_json.json() == {"error": "invalid_request", "error_description": message}

@@ -28,7 +28,7 @@ from ._http import (
     read_body,
     root_path,
 )
-from .consent import answer_consent, consent_page
+from .consent import ConsentMistake, answer_consent, consent_page
 from .deps import BaseUrlDep, PagesDep, StateDep, state_of
 from .pages import Pages
 
@@ -57,12 +57,20 @@ def _refused(endpoint: str, exc: OAuthError) -> Response:
     return apple_error(exc)
 
 
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
 def authorize_error(request: Request, pages: Pages, exc: OAuthError) -> Response:
     """Apple answers 400 with JSON ``{"error": ...}``, shown as a page to a browser (TN3107)."""
     log.info("authorization refused: %s (%s)", exc.error, exc.description)
-    if "text/html" in request.headers.get("accept", ""):
+    if _wants_html(request):
         return pages.error(exc)
     return apple_error(exc)
+
+
+def _consent_action(request: Request) -> str:
+    return f"{root_path(request)}/auth/authorize/consent"
 
 
 def deliver(pages: Pages, result: protocol.AuthorizationResult) -> Response:
@@ -120,18 +128,23 @@ async def authorize_page(request: Request, state: StateDep, pages: PagesDep) -> 
             web_message.check_opener(request, validated)
     except OAuthError as exc:
         return authorize_error(request, pages, exc)
-    action = f"{root_path(request)}/auth/authorize/consent"
-    return pages.render("consent.html", **consent_page(state, validated, action))
+    return pages.render("consent.html", **consent_page(state, validated, _consent_action(request)))
 
 
 @router.post("/auth/authorize/consent")
 async def consent(request: Request, state: StateDep, pages: PagesDep) -> Response:
-    """The consent form's answer: deliver the result to the redirect URI."""
+    """The consent form's answer: deliver the result to the redirect URI. A mistake on the form
+    shows a browser the form again, with the error beside the field and the answer kept."""
     try:
         result = answer_consent(state, parse_form(await read_body(request, MAX_FORM_BYTES)))
     except BodyTooLarge:
         too_large = OAuthError("invalid_request", "The request body is too large.")
         return authorize_error(request, pages, too_large)
+    except ConsentMistake as exc:
+        if not _wants_html(request):
+            return authorize_error(request, pages, exc)
+        log.info("consent form asked again: %s (%s)", exc.field, exc.description)
+        return pages.render("consent.html", 400, action=_consent_action(request), **exc.page)
     except OAuthError as exc:
         return authorize_error(request, pages, exc)
     return deliver(pages, result)
