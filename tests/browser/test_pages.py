@@ -19,7 +19,23 @@ def expect_text(page: Any, text: str) -> None:
 
 
 def no_horizontal_scroll(page: Any) -> bool:
-    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
+    # Against the viewport's own width: on a phone (is_mobile), a page wider than the screen
+    # widens window.innerWidth with it instead of scrolling.
+    width = page.viewport_size["width"]
+    return bool(page.evaluate("w => document.documentElement.scrollWidth <= w + 1", width))
+
+
+def wider_than_the_viewport(page: Any) -> list[str]:
+    """Elements that reach past the right edge of the viewport (tag#id.class: right edge)."""
+    return list(
+        page.evaluate(
+            """w => [...document.querySelectorAll("body *")]
+              .filter(el => el.getBoundingClientRect().right > w + 0.5)
+              .map(el => `${el.tagName.toLowerCase()}#${el.id}.${el.className}: `
+                         + `${el.getBoundingClientRect().right}`)""",
+            page.viewport_size["width"],
+        )
+    )
 
 
 def sign_in_from_demo(page: Any, site: Site) -> None:
@@ -247,3 +263,57 @@ def test_consent_form_mistake_shows_the_error_beside_the_field_and_keeps_the_ans
     body = page.locator("dl").inner_text()
     assert "Ada Byron" in body
     assert "Hide My Email relay" in body
+
+
+def test_demo_buttons_are_styled_and_deleting_asks_first(
+    page: Any, site: Site, screenshots: Path
+) -> None:
+    sign_in_from_demo(page, site)
+    page.get_by_label("Create a new test Apple ID").check()
+    page.get_by_label("Email of the new Apple ID").fill("del.ete@example.com")
+    page.get_by_role("button", name="Continue").click()
+    expect_text(page, "You are signed in.")
+    sign_out = page.get_by_role("button", name="Sign out")
+    delete = page.get_by_role("link", name="Delete my account…")
+    style = "el => ['borderRadius', 'fontSize', 'paddingLeft'].map(p => getComputedStyle(el)[p])"
+    assert sign_out.evaluate(style) == ["8px", "16px", "19.2px"]  # not the browser's default
+    assert delete.evaluate(style) == sign_out.evaluate(style)
+    assert delete.evaluate("el => getComputedStyle(el).color") == "rgb(176, 0, 32)"
+    assert abs(sign_out.bounding_box()["height"] - delete.bounding_box()["height"]) < 1
+
+    delete.click()
+    page.get_by_role("heading", name="Delete your account?").wait_for()
+    assert "revokes this app's access to your Apple ID at Apple" in page.locator("ul").inner_text()
+    assert "del.ete@example.com" in page.locator("body").inner_text()
+    page.screenshot(path=str(screenshots / "demo-delete.png"), full_page=True)
+    page.get_by_role("link", name="Keep my account").click()
+    expect_text(page, "You are signed in.")  # nothing was deleted
+
+    page.get_by_role("link", name="Delete my account…").click()
+    page.get_by_role("button", name="Delete my account").click()
+    expect_text(page, "Your account was deleted.")
+    assert page.get_by_role("link", name="Sign in with Apple").is_visible()
+    account = site.emulator.find_account("del.ete@example.com")
+    assert account is not None
+    consents = site.emulator.account_json(account)["consents"]
+    assert consents == [], consents  # revoked at "Apple": the next sign-in asks again
+
+
+def test_signed_in_demo_page_fits_a_phone(browser: Any, site: Site, screenshots: Path) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    try:
+        page = context.new_page()
+        sign_in_from_demo(page, site)
+        page.get_by_label("sam.okafor@example.com").check()
+        page.get_by_role("button", name="Continue").click()
+        expect_text(page, "You are signed in.")
+        sub = page.locator("dd code")
+        assert len(sub.inner_text()) > 40  # Apple's user id: one long word
+        assert wider_than_the_viewport(page) == []
+        assert no_horizontal_scroll(page)
+        page.screenshot(path=str(screenshots / "demo-signed-in-phone.png"), full_page=True)
+        page.get_by_role("link", name="Delete my account…").click()
+        page.get_by_role("heading", name="Delete your account?").wait_for()
+        assert wider_than_the_viewport(page) == []
+    finally:
+        context.close()

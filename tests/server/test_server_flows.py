@@ -76,6 +76,34 @@ async def test_callback_needs_no_cookie_and_the_demo_page_shows_the_user(env: En
     assert "You are signed in." in page.text
 
 
+async def test_the_demo_page_asks_before_deleting_the_account(env: Env) -> None:
+    assert (await env.http.get("/auth/delete")).headers["location"] == "/"  # signed out
+    finish = await env.web_sign_in()
+    env.http.cookies.set(env.settings.cookie_name, finish.cookies[env.settings.cookie_name])
+    demo = await env.http.get("/")
+    assert '<a class="button danger" href="/auth/delete">Delete my account…</a>' in demo.text
+    asked = await env.http.get("/auth/delete")
+    assert asked.status_code == 200
+    assert "revokes this app's access to your Apple ID at Apple" in asked.text
+    assert '<input type="hidden" name="confirm" value="delete">' in asked.text
+    # A POST without the confirmation (the old one-click form) shows the question, deletes nothing.
+    for unconfirmed in ({}, {"confirm": "yes"}):
+        shown = await env.http.post("/auth/delete", data=unconfirmed)
+        assert shown.status_code == 200
+        assert "Delete your account?" in shown.text
+    assert await users_count(env) == 1
+    user = await the_user(env)
+    deleted = await env.http.post("/auth/delete", data={"confirm": "delete"})
+    assert deleted.status_code == 303
+    assert deleted.headers["location"] == "/?signin=deleted"
+    assert await users_count(env) == 0
+    async with env.service.sessions() as db:
+        events = await store.audit_events(db=db, sub=user.sub)
+    assert events[-1].event == "user.deleted"
+    assert json.loads(events[-1].detail)["revoked"] == [env.settings.client_id]
+    assert "Your account was deleted." in (await env.http.get("/?signin=deleted")).text
+
+
 async def test_cancel_returns_to_next_with_a_message(env: Env) -> None:
     start = await env.http.get("/auth/apple/start", params={"next": "/here"})
     form = await env.consent(start.headers["location"], cancel=True)

@@ -1,5 +1,5 @@
 """The browser sign-in flow: start, Apple's form_post callback, the finishing redirect that
-sets the session cookie, and sign-out and account deletion from a page.
+sets the session cookie, and sign-out and account deletion (asked first) from a page.
 
 Apple's POST to the callback is cross-site, so no ``SameSite=Lax`` cookie arrives with it:
 everything the callback needs is looked up from the ``state`` in the body, and the session
@@ -310,10 +310,29 @@ async def web_logout(request: Request, _origin: SameOrigin, service: ContainerDe
     return response
 
 
+@router.get("/auth/delete", include_in_schema=False)
+async def web_delete_page(request: Request, service: ContainerDep) -> Response:
+    """Ask first: what deleting the account does (it revokes the app's access at Apple too),
+    with the button that does it. Signed out, back to the demo page."""
+    token = request.cookies.get(service.settings.session_cookie)
+    user = None
+    if token:
+        async with service.sessions() as db:
+            user = await store.session_user(db=db, raw=token)
+    if user is None:
+        return RedirectResponse("/", status_code=303)
+    return templates.TemplateResponse(request, "delete.html", {"user": user})
+
+
 @router.post("/auth/delete", include_in_schema=False)
 async def web_delete(request: Request, _origin: SameOrigin, service: ContainerDep) -> Response:
+    """Delete the account of the session, once confirmed (``confirm=delete``, the button of the
+    page above); without it, that page is shown and nothing is deleted."""
     settings = service.settings
     user = await user_of_session(service, request.cookies.get(settings.session_cookie, ""))
+    form = await request.form(max_files=0, max_fields=5)
+    if form.get("confirm") != "delete":
+        return templates.TemplateResponse(request, "delete.html", {"user": user})
     await delete_account(service=service, user_id=user.id, actor="user")
     response = RedirectResponse("/?signin=deleted", status_code=303)
     response.delete_cookie(settings.session_cookie, path="/", secure=settings.cookie_secure)
