@@ -317,3 +317,23 @@ def test_signed_in_demo_page_fits_a_phone(browser: Any, site: Site, screenshots:
         assert wider_than_the_viewport(page) == []
     finally:
         context.close()
+
+
+def test_a_used_login_link_says_so_before_the_click(page: Any, site: Site) -> None:
+    link = site.admin_link()
+    page.goto(link)
+    page.get_by_role("button", name="Continue to the admin panel").click()
+    page.get_by_role("heading", name="Overview").wait_for()
+    page.context.clear_cookies()
+
+    answer = page.goto(link)
+    assert answer.status == 410
+    alert = page.get_by_role("alert")
+    assert alert.inner_text() == (
+        "This login link was already used: each link opens one admin session."
+    )
+    assert page.get_by_role("button", name="Continue to the admin panel").count() == 0
+    command = page.locator("pre code")
+    assert command.inner_text() == "appleconnect admin login-link --data-dir DIR"
+    assert command.evaluate("el => getComputedStyle(el).fontFamily").startswith("ui-monospace")
+    assert "`" not in page.locator("main").inner_text()

@@ -67,9 +67,53 @@ async def test_the_login_link_works_once_and_pages_need_it(env: Env) -> None:
     assert first.status_code == 303
     env.http.cookies.clear()
     again = await env.http.post("/admin/login", data={"token": token})
-    assert again.status_code == 403
-    assert "already used or has expired" in again.text
+    assert again.status_code == 410
+    assert "This login link was already used" in again.text
     assert (await env.http.get("/admin")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "message"),
+    [
+        ("used", 410, "This login link was already used: each link opens one admin session."),
+        ("expired", 410, "This login link has expired: a link works for 15 minutes."),
+        ("unknown", 404, "This login link is not one this service made: it may be cut short"),
+    ],
+)
+async def test_a_link_that_cannot_be_used_says_so_before_the_click(
+    env: Env, kind: str, status: int, message: str
+) -> None:
+    async with env.service.sessions() as db:
+        token = await store.create_admin_login(db=db, ttl=60 if kind != "expired" else -1)
+        await db.commit()
+    if kind == "used":
+        assert (await env.http.post("/admin/login", data={"token": token})).status_code == 303
+        env.http.cookies.clear()
+    elif kind == "unknown":
+        token = token[:-5]
+    shown = await env.http.get("/admin/login", params={"token": token})
+    assert shown.status_code == status
+    assert message in shown.text
+    assert "Continue to the admin panel" not in shown.text
+    assert "`" not in shown.text
+    assert (
+        '<pre><code id="login-link-command">appleconnect admin login-link --data-dir DIR'
+        "</code></pre>" in shown.text
+    )
+    if kind == "expired":
+        async with env.service.sessions() as db:  # showing the page did not use the link
+            assert await store.admin_login_state(db=db, raw=token) == "expired"
+
+
+async def test_showing_a_fresh_link_does_not_use_it(env: Env) -> None:
+    async with env.service.sessions() as db:
+        token = await store.create_admin_login(db=db, ttl=60)
+        await db.commit()
+    for _ in range(2):  # a mail scanner's fetch, then the person's
+        shown = await env.http.get("/admin/login", params={"token": token})
+        assert shown.status_code == 200
+        assert "Continue to the admin panel" in shown.text
+    assert (await env.http.post("/admin/login", data={"token": token})).status_code == 303
 
 
 async def test_forms_refuse_a_missing_csrf_token_and_another_origin(env: Env) -> None:

@@ -890,6 +890,19 @@ async def consume_admin_login(*, db: DbSession, raw: str, now: datetime | None =
     )
 
 
+async def admin_login_state(*, db: DbSession, raw: str, now: datetime | None = None) -> str:
+    """What a one-time admin login link is now, without using it: ``"usable"``, ``"used"``,
+    ``"expired"`` or ``"unknown"`` (never made here, cut short, or purged a day after expiry)."""
+    if not raw or len(raw) > MAX_TOKEN_LENGTH:
+        return "unknown"
+    row = await db.get(AdminLoginToken, hash_token(raw))
+    if row is None:
+        return "unknown"
+    if row.used_at is not None:
+        return "used"
+    return "usable" if row.expires_at > (now or utcnow()) else "expired"
+
+
 async def save_setting(
     *, db: DbSession, encryptor: Encryptor, key: str, value: str, secret: bool
 ) -> None:

@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.requests import Request
 
 from .. import store
+from ..container import ServiceContainer
 from ..deps import AdminForm, ContainerDep, admin_same_origin
 from . import auth
 from .pages import page
@@ -17,15 +18,37 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
-_USED_LINK = (
-    "This login link was already used or has expired. Make a new one with "
-    "`appleconnect admin login-link`."
-)
+# What the login page shows for a link that cannot be used (``store.admin_login_state``), and
+# with which status; the page adds how to make a new link.
+_REFUSED = {
+    "used": ("This login link was already used: each link opens one admin session.", 410),
+    "expired": ("This login link has expired: a link works for {minutes} minutes.", 410),
+    "unknown": (
+        "This login link is not one this service made: it may be cut short (copy the whole "
+        "link), expired more than a day ago, or made for another data directory.",
+        404,
+    ),
+}
+
+
+def _refused_page(request: Request, service: ServiceContainer, reason: str) -> Response:
+    text, status = _REFUSED[reason]
+    minutes = max(1, service.settings.admin_login_ttl // 60)
+    context = {"token": "", "error": text.format(minutes=minutes)}
+    return page(request, "login.html", context, status=status)
 
 
 @router.get("/login")
-async def login_page(request: Request, token: str = "") -> Response:
-    return page(request, "login.html", {"token": token[:200], "error": None})
+async def login_page(request: Request, service: ContainerDep, token: str = "") -> Response:
+    """The link's page: a button that uses it (a GET never does: mail scanners fetch links),
+    or, for a link that cannot be used, why and how to make a new one."""
+    if not token:
+        return page(request, "login.html", {"token": "", "error": None})
+    async with service.sessions() as db:
+        state = await store.admin_login_state(db=db, raw=token)
+    if state != "usable":
+        return _refused_page(request, service, state)
+    return page(request, "login.html", {"token": token, "error": None})
 
 
 @router.post("/login")
@@ -38,9 +61,10 @@ async def login(
     form = await request.form(max_files=0, max_fields=5)
     token = form.get("token")
     async with service.sessions() as db:
-        ok = isinstance(token, str) and await store.consume_admin_login(db=db, raw=token)
-        if not ok:
-            return page(request, "login.html", {"token": "", "error": _USED_LINK}, status=403)
+        raw = token if isinstance(token, str) else ""
+        if not await store.consume_admin_login(db=db, raw=raw):
+            state = await store.admin_login_state(db=db, raw=raw)
+            return _refused_page(request, service, "used" if state == "usable" else state)
         session = await auth.create_admin_session(db=db)
         await store.audit(db=db, event="admin.signed_in", actor="admin", detail={})
         await db.commit()
