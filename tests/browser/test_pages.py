@@ -337,3 +337,35 @@ def test_a_used_login_link_says_so_before_the_click(page: Any, site: Site) -> No
     assert command.inner_text() == "appleconnect admin login-link --data-dir DIR"
     assert command.evaluate("el => getComputedStyle(el).fontFamily").startswith("ui-monospace")
     assert "`" not in page.locator("main").inner_text()
+
+
+def test_a_new_api_key_has_a_copy_button(page: Any, site: Site, screenshots: Path) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
+    admin_login(page, site)
+    page.get_by_role("link", name="API keys").click()
+    page.get_by_label("Name").fill("copy test")
+    page.get_by_role("button", name="Create API key").click()
+    key = page.get_by_label("The new key").input_value()
+    assert len(key) > 40
+    page.get_by_role("button", name="Copy the key").click()
+    expect_text(page, "Copied to the clipboard.")
+    page.screenshot(path=str(screenshots / "admin-new-api-key.png"), full_page=True)
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    row = page.get_by_role("row").filter(has_text="copy test")
+    shown_prefix = row.locator("code").inner_text().rstrip("…")
+    assert key.startswith(shown_prefix)
+
+
+def test_the_copy_button_needs_javascript(browser: Any, site: Site) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        admin_login(page, site)
+        page.goto(site.url + "/admin/apikeys")
+        page.get_by_label("Name").fill("no script")
+        page.get_by_role("button", name="Create API key").click()
+        assert page.get_by_label("The new key").input_value()
+        # Without JavaScript it could not copy: it is not shown; the key can be selected.
+        assert page.get_by_role("button", name="Copy the key").count() == 0
+    finally:
+        context.close()
