@@ -118,9 +118,10 @@ def test_admin_changes_the_default_role_and_the_next_new_user_gets_it(
     page: Any, site: Site, screenshots: Path
 ) -> None:
     admin_login(page, site)
-    page.get_by_role("link", name="User import").click()
+    page.get_by_role("link", name="New users").click()
+    page.get_by_role("heading", name="New users").wait_for()
     page.get_by_label("Default role of new users").select_option("administrator")
-    page.get_by_role("button", name="Save user import settings").click()
+    page.get_by_role("button", name="Save new-user settings").click()
     expect_text(page, "Saved.")
     try:
         visitor = page.context.browser.new_context()
@@ -136,17 +137,18 @@ def test_admin_changes_the_default_role_and_the_next_new_user_gets_it(
             assert "administrator" in demo.locator("dl").inner_text()
         finally:
             visitor.close()
-        page.get_by_role("link", name="Users").click()
+        page.get_by_role("link", name="Users", exact=True).click()
         page.get_by_label("Search by email, name or Apple user id (sub)").fill("nia")
         page.get_by_role("button", name="Search").click()
         expect_text(page, NEW_ACCOUNT)
         page.screenshot(path=str(screenshots / "admin-users.png"), full_page=True)
         page.get_by_role("link", name="Audit log").click()
-        expect_text(page, "admin.user_import_changed")
+        expect_text(page, "admin.new_users_changed")
     finally:
-        page.goto(site.url + "/admin/import")
+        page.goto(site.url + "/admin/import")  # the page's old URL leads to it
+        assert page.url == site.url + "/admin/new-users"
         page.get_by_label("Default role of new users").select_option("subscriber")
-        page.get_by_role("button", name="Save user import settings").click()
+        page.get_by_role("button", name="Save new-user settings").click()
         expect_text(page, "Saved.")
 
 

@@ -157,7 +157,7 @@ async def test_default_role_change_applies_to_the_next_new_user_and_is_audited(e
         "smtp_security": "starttls",
         "smtp_username": "",
     }
-    saved = await env.http.post("/admin/import", data=form)
+    saved = await env.http.post("/admin/new-users", data=form)
     assert saved.status_code == 303, saved.text
     assert env.settings.default_role == "administrator"
     await env.web_sign_in(account=MARIA)
@@ -165,12 +165,38 @@ async def test_default_role_change_applies_to_the_next_new_user_and_is_audited(e
         user = await db.scalar(select(User).where(User.email == MARIA))
     assert user is not None
     assert user.role == "administrator"
-    changes = await events(env, "admin.user_import_changed")
+    changes = await events(env, "admin.new_users_changed")
     assert changes[-1].actor == "admin"
     assert "administrator" in changes[-1].detail
-    bad = await env.http.post("/admin/import", data={**form, "default_role": "root"})
+    bad = await env.http.post("/admin/new-users", data={**form, "default_role": "root"})
     assert bad.status_code == 400
     assert "Choose one of the roles" in bad.text
+
+
+async def test_the_new_users_page_kept_its_old_user_import_urls(env: Env) -> None:
+    csrf = await login(env)
+    shown = await env.http.get("/admin/new-users")
+    assert "<h1>New users</h1>" in shown.text
+    assert '<a href="/admin/new-users" aria-current="page">New users</a>' in shown.text
+    assert "User import" not in shown.text
+    for old, new in (
+        ("/admin/import", "/admin/new-users"),
+        ("/admin/import?done=saved", "/admin/new-users?done=saved"),
+        ("/admin/import/test-email", "/admin/new-users/test-email"),
+    ):
+        for method in ("GET", "POST"):
+            moved = await env.http.request(method, old)
+            assert (moved.status_code, moved.headers["location"]) == (308, new), (method, old)
+    # A form posted to the old URL (a page loaded before the upgrade) is posted again, and saved.
+    form = {"csrf": csrf, "default_role": "administrator", "smtp_port": "587"}
+    saved = await env.http.post("/admin/import", data={**form, "smtp_security": "starttls"})
+    again = await env.http.post(
+        saved.headers["location"],
+        content=saved.request.content,
+        headers={"content-type": saved.request.headers["content-type"]},
+    )
+    assert again.status_code == 303
+    assert env.settings.default_role == "administrator"
 
 
 async def test_a_change_reaches_another_process_through_the_version_stamp(
@@ -185,7 +211,7 @@ async def test_a_change_reaches_another_process_through_the_version_stamp(
     await other.refresh(other_service)
     before = other_service.settings
     await env.http.post(
-        "/admin/import",
+        "/admin/new-users",
         data={
             "csrf": csrf,
             "default_role": "administrator",
@@ -334,7 +360,9 @@ async def test_api_key_is_shown_once_and_can_be_revoked(env: Env) -> None:
 
 async def test_test_email_goes_to_the_outbox_without_smtp(env: Env) -> None:
     csrf = await login(env)
-    sent = await env.http.post("/admin/import/test-email", data={"csrf": csrf, "to": "a@b.example"})
+    sent = await env.http.post(
+        "/admin/new-users/test-email", data={"csrf": csrf, "to": "a@b.example"}
+    )
     assert sent.status_code == 200
     assert "put in the outbox" in sent.text
     outbox = await env.http.get("/admin/outbox")

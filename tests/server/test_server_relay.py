@@ -171,7 +171,7 @@ async def test_admin_lists_the_sources_and_verify_checks_them_at_the_emulator(
 ) -> None:
     async with open_env(tmp_path / "data", OVERRIDES) as env:
         csrf = await login(env)
-        listed = await env.http.get("/admin/import")
+        listed = await env.http.get("/admin/new-users")
         assert "domain <code>example.com</code>" in listed.text
         assert "Sign in with Apple for Email Communication" in listed.text
 

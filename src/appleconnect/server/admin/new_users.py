@@ -1,5 +1,6 @@
-"""The page for new users (``/admin/import``): the role they get, the welcome email, and the
-SMTP server that sends it (with a test email)."""
+"""The "New users" page (``/admin/new-users``): the role new users get, the welcome email, and
+the SMTP server that sends it (with a test email). Its old URLs (``/admin/import``, from when it
+was called "User import") redirect here."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ __all__ = ["router", "send_test_email"]
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 
-def _import_context(request: Request) -> dict[str, Any]:
+def _page_context(request: Request) -> dict[str, Any]:
     s = get_container(request).settings
     return {
         "live": get_live_settings(request),
@@ -52,9 +53,19 @@ def _import_context(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/import")
-async def import_page(request: Request, _admin: AdminSession) -> Response:
-    return page(request, "import.html", _import_context(request))
+@router.get("/new-users")
+async def new_users_page(request: Request, _admin: AdminSession) -> Response:
+    return page(request, "new_users.html", _page_context(request))
+
+
+@router.api_route("/import", methods=["GET", "POST"])
+@router.api_route("/import/test-email", methods=["GET", "POST"])
+async def old_url(request: Request) -> Response:
+    """The page's URLs from when it was called "User import": 308 to the new ones (a form posted
+    to an old URL is posted again, with its body, to the new one)."""
+    path = request.url.path.replace("/admin/import", "/admin/new-users", 1)
+    query = request.url.query
+    return RedirectResponse(path + (f"?{query}" if query else ""), status_code=308)
 
 
 def _read(form: FormData) -> dict[str, Any]:
@@ -97,8 +108,8 @@ def _changes(values: dict[str, Any], form: FormData, s: Settings) -> dict[str, A
     return changes
 
 
-@router.post("/import")
-async def import_save(request: Request, form: AdminForm, service: ContainerDep) -> Response:
+@router.post("/new-users")
+async def new_users_save(request: Request, form: AdminForm, service: ContainerDep) -> Response:
     s = service.settings
     values = _read(form)
     errors = _problems(values, s)
@@ -110,12 +121,12 @@ async def import_save(request: Request, form: AdminForm, service: ContainerDep) 
         except SettingsError as exc:
             errors["form"] = str(exc)
     if errors:
-        context = _import_context(request)
+        context = _page_context(request)
         context.update(errors=errors, values=values)
-        return page(request, "import.html", context, status=400)
+        return page(request, "new_users.html", context, status=400)
     if changes:
-        await save_settings(request, changes, event="admin.user_import_changed")
-    return RedirectResponse("/admin/import?done=saved", status_code=303)
+        await save_settings(request, changes, event="admin.new_users_changed")
+    return RedirectResponse("/admin/new-users?done=saved", status_code=303)
 
 
 async def send_test_email(
@@ -144,14 +155,14 @@ async def send_test_email(
     return True, f"Sent to {to} through {settings.smtp_host}:{settings.smtp_port}."
 
 
-@router.post("/import/test-email")
+@router.post("/new-users/test-email")
 async def test_email(request: Request, form: AdminForm, service: ContainerDep) -> Response:
     to = form_text(form, "to", 320)
-    context = _import_context(request)
+    context = _page_context(request)
     if "@" not in to or any(c.isspace() for c in to):
         context["test_result"] = (False, "Give the address to send the test email to.")
-        return page(request, "import.html", context, status=400)
+        return page(request, "new_users.html", context, status=400)
     ok, detail = await send_test_email(service, service.settings, to)
     await audit(request, "admin.test_email", detail={"to": to, "ok": ok})
     context["test_result"] = (ok, detail)
-    return page(request, "import.html", context, status=200 if ok else 502)
+    return page(request, "new_users.html", context, status=200 if ok else 502)
