@@ -51,6 +51,9 @@ def limited_settings(tmp_path: Path, database_url: str, **limits: object) -> Set
             # Nothing here calls Apple; a non-Apple base URL allows the plain-http callback.
             "apple_base_url": "http://127.0.0.1:9/apple",
             "rate_limit_window": WINDOW,
+            # Every request written: exact across instances (the batched default is tested
+            # in test_server_ratelimit_sync.py).
+            "rate_limit_sync": 0,
             **limits,
         },
     )

@@ -148,6 +148,7 @@ async def close_container(service: ServiceContainer) -> None:
             log.warning("a background task did not finish within %g s; cancelled", CLOSE_GRACE)
             task.cancel()
     await asyncio.gather(*finishing, *daemons, return_exceptions=True)
+    await service.limiter.close(service.sessions)
     await service.outbound.aclose()
     await service.apple.aclose()
     await service.engine.dispose()

@@ -28,7 +28,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if url.startswith("sqlite"):
         private_dir(Path(settings.data_dir))
         private_sqlite(url)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # One connection per process: every statement of the process goes through one queue
+        # in arrival order (SQLAlchemy's pool hands the connection out first come, first served)
+        # instead of several connections sleeping in SQLite's busy handler, which starves
+        # writers under load (docs/performance.md#sqlite-one-connection).
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -40,7 +46,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping (a round trip before every checkout); connections are recycled instead, and
+    # one that the server dropped fails its statement, which the caller sees as a 503.
+    return create_async_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[DbSession]:

@@ -139,12 +139,7 @@ def client_host(request: Request) -> str | None:
 
 async def limit_ip(request: Request, service: ContainerDep) -> None:
     """Count the request against its client IP (shared by all processes), or raise 429."""
-    host = client_host(request)
-    if service.limiter.ip_bucket(host) is None:
-        return
-    async with service.sessions() as db:
-        wait = await service.limiter.hit_ip(db=db, host=host)
-        await db.commit()
+    wait = await service.limiter.hit_ip(sessions=service.sessions, host=client_host(request))
     if wait is not None:
         raise rate_limited(wait)
 
@@ -162,20 +157,14 @@ async def require_api_key(
     """Check the API key (``X-API-Key`` or ``key``), counting the request against the client
     IP and the key.
 
-    The IP is counted first and also for a wrong key, which caps key guessing. Counting,
-    the key lookup and its last-used time share one short transaction.
+    The IP is counted first and also for a wrong key, which caps key guessing; the key is
+    looked up with one read (:func:`.store.check_api_key`).
     """
     raw = api_key_of(request, values)
     limiter = service.limiter
-    async with service.sessions() as db:
-        wait = await limiter.hit_ip(db=db, host=client_host(request))
-        key = None if wait is not None or not raw else await store.check_api_key(db=db, raw=raw)
-        key_wait = None if key is None else await limiter.hit_key(db=db, key_id=key.id)
-        await db.commit()
+    wait = await limiter.hit_ip(sessions=service.sessions, host=client_host(request))
     if wait is not None:
         raise rate_limited(wait)
-    if key_wait is not None:
-        raise rate_limited(key_wait, field="key")
     if not raw:
         raise ServiceError(
             "missing_parameter",
@@ -183,10 +172,15 @@ async def require_api_key(
             status=401,
             field="key",
         )
-    if key is None:
+    async with service.engine.connect() as conn:
+        key_id = await store.check_api_key(db=conn, raw=raw)
+    if key_id is None:
         raise ServiceError(
             "invalid_key", "The API key is invalid or revoked.", status=401, field="key"
         )
+    key_wait = await limiter.hit_key(sessions=service.sessions, key_id=key_id)
+    if key_wait is not None:
+        raise rate_limited(key_wait, field="key")
 
 
 ApiKey = Annotated[None, Depends(require_api_key)]
@@ -212,8 +206,8 @@ SessionToken = Annotated[str, Depends(session_token)]
 
 async def user_of_session(service: ServiceContainer, token: str) -> User:
     """The user a session token belongs to, or ``invalid_cookie`` (401)."""
-    async with service.sessions() as db:
-        user = await store.session_user(db=db, raw=token)
+    async with service.engine.connect() as conn:
+        user = await store.session_user(db=conn, raw=token)
     if user is None:
         raise ServiceError(
             "invalid_cookie",

@@ -149,6 +149,10 @@ class Settings:
     rate_limit_per_ip: int = 300
     rate_limit_per_key: int = 3000
     rate_limit_exempt: tuple[str, ...] = ()
+    # How often (seconds) a process merges its counts into the shared ones in the database;
+    # a bucket past half its limit is written on every request. 0: every request is written
+    # (exact across processes, one database write per request). docs/service.md#rate-limits
+    rate_limit_sync: float = 1.0
 
     # Metrics (/metrics): open on loopback; from elsewhere with this bearer token or from these
     # networks.
@@ -289,6 +293,8 @@ class Settings:
         self._check_mail()
         if not 1 <= self.rate_limit_window <= 86_400:
             raise SettingsError("rate_limit_window: must be 1 to 86400 seconds.")
+        if not 0 <= self.rate_limit_sync <= 60:
+            raise SettingsError("rate_limit_sync: must be 0 to 60 seconds.")
         for name in ("rate_limit_per_ip", "rate_limit_per_key", "signin_budget_per_ip"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name}: must be 0 (no limit) or a positive number.")

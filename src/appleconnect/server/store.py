@@ -16,9 +16,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Executable
 
@@ -113,20 +125,32 @@ async def revoke_api_key(
     return done
 
 
-async def check_api_key(*, db: DbSession, raw: str, now: datetime | None = None) -> ApiKey | None:
-    """The active key matching ``raw``, with its last-used time refreshed, or ``None``."""
+_API_KEY_BY_HASH = select(ApiKey.id, ApiKey.key_hash, ApiKey.revoked_at, ApiKey.last_used_at).where(
+    ApiKey.key_hash == bindparam("digest")
+)
+_API_KEY_USED = (
+    update(ApiKey).where(ApiKey.id == bindparam("key_id")).values(last_used_at=bindparam("now"))
+)
+
+
+async def check_api_key(
+    *, db: DbSession | AsyncConnection, raw: str, now: datetime | None = None
+) -> int | None:
+    """The id of the active key matching ``raw``, or ``None``; its last-used time is refreshed
+    (and committed) when it is older than a minute, so most checks write nothing."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return None
     digest = hash_token(raw)
-    key = await db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    key = (await db.execute(_API_KEY_BY_HASH, {"digest": digest})).first()
     if key is None or key.revoked_at is not None:
         return None
     if not constant_time_equal(key.key_hash, digest):  # pragma: no cover - defence in depth
         return None
     now = now or utcnow()
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
-        key.last_used_at = now
-    return key
+        await db.execute(_API_KEY_USED, {"key_id": key.id, "now": now})
+        await db.commit()
+    return int(key.id)
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -149,26 +173,34 @@ async def create_session(
     return raw
 
 
-async def session_user(*, db: DbSession, raw: str, now: datetime | None = None) -> User | None:
-    """The user of a live session, or ``None`` for an unknown, expired or revoked token."""
+_SESSION_USER = (
+    select(
+        *User.__table__.columns,
+        Session.token_hash.label("session_token_hash"),
+        Session.expires_at.label("session_expires_at"),
+    )
+    .join_from(Session, User, User.id == Session.user_id)
+    .where(Session.token_hash == bindparam("digest"))
+)
+
+
+async def session_user(
+    *, db: DbSession | AsyncConnection, raw: str, now: datetime | None = None
+) -> User | None:
+    """The user of a live session (a detached copy), or ``None`` for an unknown, expired or
+    revoked token. One statement, built once; nothing is written."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return None
     digest = hash_token(raw)
-    row = (
-        await db.execute(
-            select(Session, User)
-            .join(User, User.id == Session.user_id)
-            .where(Session.token_hash == digest)
-        )
-    ).first()
+    row = (await db.execute(_SESSION_USER, {"digest": digest})).first()
     if row is None:
         return None
-    session, user = row
-    if not constant_time_equal(session.token_hash, digest):  # pragma: no cover
+    values = row._asdict()
+    if not constant_time_equal(values.pop("session_token_hash"), digest):  # pragma: no cover
         return None
-    if session.expires_at <= (now or utcnow()):
+    if values.pop("session_expires_at") <= (now or utcnow()):
         return None
-    return user
+    return User(**values)
 
 
 async def end_session(*, db: DbSession, raw: str) -> bool:
@@ -437,22 +469,23 @@ async def purge_expired(*, db: DbSession, now: datetime | None = None) -> None:
 # --- rate limits ------------------------------------------------------------------------------
 
 
-async def count_hit(*, db: DbSession, bucket: str, window_start: int) -> tuple[int, int]:
-    """Count one request in ``bucket`` for the window starting at ``window_start`` (Unix
-    seconds); return ``(hits, window_start)`` of the bucket's current window, this request
-    included.
+async def count_hit(
+    *, db: DbSession, bucket: str, window_start: int, hits: int = 1
+) -> tuple[int, int]:
+    """Count ``hits`` requests in ``bucket`` for the window starting at ``window_start`` (Unix
+    seconds); return ``(hits, window_start)`` of the bucket's current window, these included.
 
     One ``INSERT .. ON CONFLICT DO UPDATE .. RETURNING``: the row lock makes concurrent hits
-    from any number of processes count exactly. A later window restarts the count at 1; a hit
-    stamped with an earlier window (a process whose clock lags) counts in the current one.
+    from any number of processes count exactly. A later window restarts the count; hits
+    stamped with an earlier window (a process whose clock lags) count in the current one.
     """
     table = RateLimitCounter
-    stmt = _insert(db, table).values(bucket=bucket, window_start=window_start, hits=1)
+    stmt = _insert(db, table).values(bucket=bucket, window_start=window_start, hits=hits)
     newer = stmt.excluded.window_start > table.window_start
     stmt = stmt.on_conflict_do_update(
         index_elements=["bucket"],
         set_={
-            "hits": case((newer, 1), else_=table.hits + 1),
+            "hits": case((newer, stmt.excluded.hits), else_=table.hits + stmt.excluded.hits),
             "window_start": case((newer, stmt.excluded.window_start), else_=table.window_start),
         },
     ).returning(table.hits, table.window_start)
