@@ -14,16 +14,18 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Table,
     and_,
     bindparam,
     case,
     delete,
     exists,
     func,
+    insert,
     or_,
     select,
     update,
@@ -74,6 +76,11 @@ async def _rows_changed(db: DbSession, statement: Executable) -> int:
     result = await db.execute(statement)
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
+def _table(model: Any) -> Table:
+    """The table of a mapped class, for Core statements (no ORM unit of work)."""
+    return cast(Table, model.__table__)
 
 
 # --- API keys ---------------------------------------------------------------------------------
@@ -161,15 +168,16 @@ async def create_session(
 ) -> str:
     now = now or utcnow()
     raw = new_token(SESSION_PREFIX)
-    db.add(
-        Session(
-            token_hash=hash_token(raw),
-            user_id=user_id,
-            created_at=now,
-            expires_at=now + timedelta(seconds=ttl),
-        )
+    conn = await db.connection()
+    await conn.execute(
+        insert(_table(Session)),
+        {
+            "token_hash": hash_token(raw),
+            "user_id": user_id,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=ttl),
+        },
     )
-    await db.flush()
     return raw
 
 
@@ -529,6 +537,26 @@ class Identity:
     claims: Mapping[str, Any]
 
 
+_USERS = _table(User)
+_NO_NAME = and_(_USERS.c.first_name.is_(None), _USERS.c.last_name.is_(None))
+_TAKE_PENDING_NAME = (
+    delete(PendingName)
+    .where(PendingName.sub == bindparam("sub"))
+    .returning(PendingName.first_name, PendingName.last_name)
+)
+
+
+async def _take_pending_name(conn: AsyncConnection, sub: str) -> tuple[str | None, str | None]:
+    """Remove the first-login name kept for ``sub`` (if any) and return it."""
+    row = (await conn.execute(_TAKE_PENDING_NAME, {"sub": sub})).first()
+    return (row.first_name, row.last_name) if row is not None else (None, None)
+
+
+def _returning_user(row: Any) -> User:
+    """A detached ``User`` from a ``RETURNING`` row of every column."""
+    return User(**row._asdict())
+
+
 async def upsert_user(
     *,
     db: DbSession,
@@ -539,61 +567,66 @@ async def upsert_user(
     last_name: str | None,
     now: datetime | None = None,
 ) -> tuple[User, bool]:
-    """Find or create the user of ``identity.sub``; returns ``(user, created)``.
+    """Find or create the user of ``identity.sub``; returns ``(user, created)``, the user a
+    detached copy of the row as written.
 
-    ``INSERT .. ON CONFLICT DO NOTHING`` makes two concurrent first sign-ins of one Apple ID
-    create one user. A name is set only where the account has none (never overwritten, never
-    emptied); a pending name saved earlier for this ``sub`` is used when none came now.
+    ``INSERT .. ON CONFLICT DO NOTHING RETURNING`` makes two concurrent first sign-ins of one
+    Apple ID create one user; for a returning user, one ``UPDATE .. RETURNING``. A name is
+    set only where the account has none (never overwritten, never emptied); a pending name
+    saved earlier for this ``sub`` is used when none came now (and removed either way).
     """
     now = now or utcnow()
+    conn = await db.connection()
     if identity.transfer_sub:
         await relink_transferred_user(
             db=db, transfer_sub=identity.transfer_sub, new_sub=identity.sub, via="sign-in"
         )
-    pending = await db.get(PendingName, identity.sub)
-    if not (first_name or last_name) and pending is not None:
-        first_name, last_name = pending.first_name, pending.last_name
-    insert = (
-        _insert(db, User)
-        .values(
-            sub=identity.sub,
-            transfer_sub=identity.transfer_sub,
+    pending = await _take_pending_name(conn, identity.sub)
+    if not (first_name or last_name):
+        first_name, last_name = pending
+    claims = json.dumps(dict(identity.claims))
+    inserted = (
+        await conn.execute(
+            _insert(db, User)
+            .values(
+                sub=identity.sub,
+                transfer_sub=identity.transfer_sub,
+                email=identity.email,
+                email_verified=identity.email_verified,
+                is_private_email=identity.is_private_email,
+                email_forwarding=True,
+                email_undeliverable=False,
+                email_bounces=0,
+                first_name=first_name,
+                last_name=last_name,
+                role=default_role,
+                client_id=client_id,
+                last_claims=claims,
+                created_at=now,
+                last_sign_in_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["sub"])
+            .returning(*_USERS.columns)
+        )
+    ).first()
+    if inserted is not None:
+        return _returning_user(inserted), True
+    values: dict[str, Any] = {"client_id": client_id, "last_claims": claims, "last_sign_in_at": now}
+    if identity.email:
+        values.update(
             email=identity.email,
             email_verified=identity.email_verified,
             is_private_email=identity.is_private_email,
-            email_forwarding=True,
-            first_name=first_name,
-            last_name=last_name,
-            role=default_role,
-            client_id=client_id,
-            last_claims=json.dumps(dict(identity.claims)),
-            created_at=now,
-            last_sign_in_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["sub"])
-        .returning(User.id)
-    )
-    created_id = await db.scalar(insert)
-    user = await db.scalar(
-        select(User).where(User.sub == identity.sub).execution_options(populate_existing=True)
-    )
-    assert user is not None
-    if pending is not None:
-        await db.delete(pending)
-    if created_id is not None:
-        return user, True
-    if identity.email:
-        user.email = identity.email
-        user.email_verified = identity.email_verified
-        user.is_private_email = identity.is_private_email
     if identity.transfer_sub:
-        user.transfer_sub = identity.transfer_sub
-    if not (user.first_name or user.last_name) and (first_name or last_name):
-        user.first_name, user.last_name = first_name, last_name
-    user.client_id = client_id
-    user.last_claims = json.dumps(dict(identity.claims))
-    user.last_sign_in_at = now
-    return user, False
+        values["transfer_sub"] = identity.transfer_sub
+    if first_name or last_name:
+        values["first_name"] = case((_NO_NAME, first_name), else_=_USERS.c.first_name)
+        values["last_name"] = case((_NO_NAME, last_name), else_=_USERS.c.last_name)
+    updated = await conn.execute(
+        update(_USERS).where(_USERS.c.sub == identity.sub).values(values).returning(*_USERS.columns)
+    )
+    return _returning_user(updated.one()), False
 
 
 async def relink_transferred_user(
@@ -695,11 +728,11 @@ async def store_refresh_token(
         "refresh_token_hash": hash_token(refresh_token),
         "validated_at": now,
     }
-    stmt = _insert(db, AppleToken).values(
+    stmt = _insert(db, _table(AppleToken)).values(
         user_id=user_id, client_id=client_id, created_at=now, **values
     )
     stmt = stmt.on_conflict_do_update(index_elements=["user_id", "client_id"], set_=values)
-    await db.execute(stmt)
+    await (await db.connection()).execute(stmt)
 
 
 async def find_refresh_token(*, db: DbSession, refresh_token: str) -> AppleToken | None:
@@ -760,14 +793,17 @@ async def audit(
     detail: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> None:
-    db.add(
-        AuditEvent(
-            at=now or utcnow(),
-            event=event,
-            actor=actor,
-            sub=sub,
-            detail=json.dumps(dict(detail or {}), default=str),
-        )
+    """Record an event in the audit log (one INSERT, in the caller's transaction)."""
+    conn = await db.connection()
+    await conn.execute(
+        insert(_table(AuditEvent)),
+        {
+            "at": now or utcnow(),
+            "event": event,
+            "actor": actor,
+            "sub": sub,
+            "detail": json.dumps(dict(detail or {}), default=str),
+        },
     )
 
 
