@@ -31,6 +31,7 @@ from appleconnect.server.commands import SERVED_URL_FILE, CommandError, admin_lo
 from appleconnect.server.db import create_engine, migrate, session_factory
 from appleconnect.server.files import private_dir, private_file
 from appleconnect.server.live_settings import stored_settings
+from appleconnect.server.reads import Reads
 from appleconnect.server.relay_mail import required_sources
 from appleconnect.server.security import load_encryptor
 from appleconnect.server.settings import (
@@ -272,14 +273,19 @@ async def _prepare_db(settings: Settings, known_key: str) -> Prepared:
     """Migrate, make a one-time admin login link, and in sandbox mode a demo API key (the
     known one while it is still valid)."""
     engine = create_engine(settings)
+    reads = Reads(engine)
     try:
         await migrate(engine)
-        async with session_factory(engine)() as db:
+        sessions = session_factory(engine)
+        known = known_key and await store.check_api_key(
+            reads=reads, sessions=sessions, raw=known_key
+        )
+        async with sessions() as db:
             login = await store.create_admin_login(db=db, ttl=settings.admin_login_ttl)
             demo_key = ""
             if settings.sandbox:
                 demo_key = known_key
-                if not demo_key or await store.check_api_key(db=db, raw=demo_key) is None:
+                if not known:
                     demo_key = await store.create_api_key(db=db, name="sandbox demo")
             try:
                 effective = await stored_settings(
@@ -291,6 +297,7 @@ async def _prepare_db(settings: Settings, known_key: str) -> Prepared:
                 effective = settings
             await db.commit()
     finally:
+        reads.dispose()
         await engine.dispose()
     return Prepared(admin_login_url(settings, login), demo_key, effective.apple_missing())
 

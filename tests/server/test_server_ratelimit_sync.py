@@ -112,7 +112,8 @@ async def test_session_checks_write_nothing(instances: Instances) -> None:
         if "FROM settings" not in statement:  # the periodic check for changed settings
             statements.append(statement.split(None, 1)[0].upper())
 
-    event.listen(service.engine.sync_engine, "before_cursor_execute", record)
+    for engine in service.reads.engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         client = await instances.client(0, IP)
         for path in ("/api/validate_auth_cookie", "/api/get_currentuserinfo") * 2:
@@ -122,5 +123,6 @@ async def test_session_checks_write_nothing(instances: Instances) -> None:
         await service.limiter.sync_now(service.sessions)
         assert statements[4:] == ["INSERT"]  # the four counted with one upsert
     finally:
-        event.remove(service.engine.sync_engine, "before_cursor_execute", record)
+        for engine in service.reads.engines:
+            event.remove(engine, "before_cursor_execute", record)
     assert await shared_count(instances, f"ip:{IP}") == 4

@@ -25,6 +25,7 @@ from .db import DbSession, create_engine, migrate, session_factory
 from .health import DatabaseHealth, is_database_unavailable
 from .outbox import OutboxWorker
 from .ratelimit import RateLimiter
+from .reads import Reads
 from .security import Encryptor, load_encryptor
 from .settings import Settings
 
@@ -50,6 +51,7 @@ class ServiceContainer:
     encryptor: Encryptor
     outbound: httpx.AsyncClient
     limiter: RateLimiter
+    reads: Reads
     health: DatabaseHealth = field(default_factory=DatabaseHealth)
     outbox: OutboxWorker | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -100,6 +102,7 @@ async def open_container(
         encryptor=encryptor,
         outbound=outbound,
         limiter=RateLimiter(settings, time.time),
+        reads=Reads(engine),
     )
     service.health.watch(engine)
     async with sessions() as db:
@@ -151,4 +154,5 @@ async def close_container(service: ServiceContainer) -> None:
     await service.limiter.close(service.sessions)
     await service.outbound.aclose()
     await service.apple.aclose()
+    service.reads.dispose()
     await service.engine.dispose()

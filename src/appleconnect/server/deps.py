@@ -172,8 +172,7 @@ async def require_api_key(
             status=401,
             field="key",
         )
-    async with service.engine.connect() as conn:
-        key_id = await store.check_api_key(db=conn, raw=raw)
+    key_id = await store.check_api_key(reads=service.reads, sessions=service.sessions, raw=raw)
     if key_id is None:
         raise ServiceError(
             "invalid_key", "The API key is invalid or revoked.", status=401, field="key"
@@ -206,8 +205,7 @@ SessionToken = Annotated[str, Depends(session_token)]
 
 async def user_of_session(service: ServiceContainer, token: str) -> User:
     """The user a session token belongs to, or ``invalid_cookie`` (401)."""
-    async with service.engine.connect() as conn:
-        user = await store.session_user(db=conn, raw=token)
+    user = await store.session_user(reads=service.reads, raw=token)
     if user is None:
         raise ServiceError(
             "invalid_cookie",

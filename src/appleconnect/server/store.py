@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Executable
 
@@ -52,6 +52,7 @@ from .models import (
     User,
     utcnow,
 )
+from .reads import Reads
 from .security import (
     API_KEY_PREFIX,
     HANDOFF_PREFIX,
@@ -141,22 +142,27 @@ _API_KEY_USED = (
 
 
 async def check_api_key(
-    *, db: DbSession | AsyncConnection, raw: str, now: datetime | None = None
+    *,
+    reads: Reads,
+    sessions: async_sessionmaker[DbSession],
+    raw: str,
+    now: datetime | None = None,
 ) -> int | None:
-    """The id of the active key matching ``raw``, or ``None``; its last-used time is refreshed
-    (and committed) when it is older than a minute, so most checks write nothing."""
+    """The id of the active key matching ``raw``, or ``None``. One read; the key's last-used
+    time is written (in a transaction of its own) only when it is over a minute old."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return None
     digest = hash_token(raw)
-    key = (await db.execute(_API_KEY_BY_HASH, {"digest": digest})).first()
+    key = await reads.first(_API_KEY_BY_HASH, {"digest": digest})
     if key is None or key.revoked_at is not None:
         return None
     if not constant_time_equal(key.key_hash, digest):  # pragma: no cover - defence in depth
         return None
     now = now or utcnow()
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
-        await db.execute(_API_KEY_USED, {"key_id": key.id, "now": now})
-        await db.commit()
+        async with sessions() as db:
+            await db.execute(_API_KEY_USED, {"key_id": key.id, "now": now})
+            await db.commit()
     return int(key.id)
 
 
@@ -192,15 +198,13 @@ _SESSION_USER = (
 )
 
 
-async def session_user(
-    *, db: DbSession | AsyncConnection, raw: str, now: datetime | None = None
-) -> User | None:
+async def session_user(*, reads: Reads, raw: str, now: datetime | None = None) -> User | None:
     """The user of a live session (a detached copy), or ``None`` for an unknown, expired or
     revoked token. One statement, built once; nothing is written."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return None
     digest = hash_token(raw)
-    row = (await db.execute(_SESSION_USER, {"digest": digest})).first()
+    row = await reads.first(_SESSION_USER, {"digest": digest})
     if row is None:
         return None
     values = row._asdict()

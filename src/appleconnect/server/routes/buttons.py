@@ -178,10 +178,10 @@ async def _popup_result(request: Request, service: ServiceContainer, origin: str
     embedding site (like ``apple_connect``'s cookie) and the user, or an error."""
     settings = service.settings
     token = request.cookies.get(settings.session_cookie, "")
+    user: User | None = await store.session_user(reads=service.reads, raw=token)
+    if user is None:
+        return {"type": MESSAGE_TYPE, "status": "error", "error": "not_signed_in"}
     async with service.sessions() as db:
-        user: User | None = await store.session_user(db=db, raw=token)
-        if user is None:
-            return {"type": MESSAGE_TYPE, "status": "error", "error": "not_signed_in"}
         cookie = await store.create_session(db=db, user_id=user.id, ttl=settings.session_ttl)
         await store.audit(
             db=db,

@@ -28,8 +28,7 @@ async def index(request: Request, service: ContainerDep, signin: str | None = No
     user = None
     token = request.cookies.get(settings.session_cookie)
     if token:
-        async with service.sessions() as db:
-            user = await store.session_user(db=db, raw=token)
+        user = await store.session_user(reads=service.reads, raw=token)
     return templates.TemplateResponse(
         request,
         "index.html",
