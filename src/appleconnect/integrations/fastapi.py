@@ -54,7 +54,7 @@ async def get_apple_sign_in(request: Request) -> AppleSignIn:
 SignInDep = Annotated[AppleSignIn, Depends(get_apple_sign_in)]
 
 
-def current_apple_user(request: Request, sign_in: SignInDep) -> AppleAccount:
+async def current_apple_user(request: Request, sign_in: SignInDep) -> AppleAccount:
     """The signed-in account; 401 without a valid session."""
     account = sign_in.account_for_session(request.cookies.get(SESSION_COOKIE))
     if account is None:

@@ -62,10 +62,16 @@ def get_container(request: Request) -> ServiceContainer:
     return service
 
 
-ContainerDep = Annotated[ServiceContainer, Depends(get_container)]
+async def _container(request: Request) -> ServiceContainer:
+    # Every dependency is a coroutine function: FastAPI runs a plain function in a worker
+    # thread, a thread hop per request (docs/performance.md).
+    return get_container(request)
 
 
-def current_settings(service: ContainerDep) -> Settings:
+ContainerDep = Annotated[ServiceContainer, Depends(_container)]
+
+
+async def current_settings(service: ContainerDep) -> Settings:
     """The settings in force now: the admin panel swaps in a new object when it changes one."""
     return service.settings
 
@@ -79,7 +85,11 @@ def get_live_settings(request: Request) -> LiveSettings:
     return runtime
 
 
-LiveSettingsDep = Annotated[LiveSettings, Depends(get_live_settings)]
+async def _live_settings(request: Request) -> LiveSettings:
+    return get_live_settings(request)
+
+
+LiveSettingsDep = Annotated[LiveSettings, Depends(_live_settings)]
 
 
 async def get_params(request: Request) -> dict[str, str]:
@@ -188,7 +198,7 @@ ApiKey = Annotated[None, Depends(require_api_key)]
 # --- the signed-in user --------------------------------------------------------------------
 
 
-def session_token(
+async def session_token(
     request: Request,
     _limit: IpLimit,
     values: Params,
@@ -242,7 +252,7 @@ async def admin_session(request: Request, service: ContainerDep) -> str:
 AdminSession = Annotated[str, Depends(admin_session)]
 
 
-def admin_same_origin(request: Request, settings: CurrentSettings) -> None:
+async def admin_same_origin(request: Request, settings: CurrentSettings) -> None:
     """Refuse (:class:`Forbidden`) a form that says it came from another origin."""
     if not auth.same_origin(settings, request.headers.get("origin"), request.headers.get("host")):
         raise Forbidden

@@ -284,7 +284,7 @@ def _refused(reason: str) -> ServiceError:
     return ServiceError("invalid_handoff", "This sign-in link was already used or has expired.")
 
 
-def same_origin(request: Request, settings: CurrentSettings) -> None:
+async def same_origin(request: Request, settings: CurrentSettings) -> None:
     """Refuse a form posted from another site (``Origin: null`` passes, unlike in the admin
     panel)."""
     origin = request.headers.get("origin")
