@@ -72,8 +72,15 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# Matches wherever any rule above could (a superset, one pass): most log lines hold no secret
+# and are returned after this one search instead of six.
+_MAYBE = re.compile(rf"(?i)(?:{_NAMES})[\"=]|bearer|basic|x-api-key|ac[skhl]_|eyJ")
+
+
 def redact(text: str) -> str:
     """``text`` with every secret this module knows replaced by ``[redacted]``."""
+    if _MAYBE.search(text) is None:
+        return text
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
     return text
