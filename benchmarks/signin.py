@@ -271,7 +271,7 @@ class Row:
             f"{q[49] * 1000:>7.1f} {q[98] * 1000:>7.1f} {q[98] / q[49]:>6.1f} "
             f"{self.service_cpu / n * 1000:>8.2f} {self.emulator_cpu / n * 1000:>8.2f} "
             f"{self.outcome.client_cpu / n * 1000:>7.2f} {calls}"
-        )
+        ).rstrip()
 
 
 HEADER = (

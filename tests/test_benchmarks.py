@@ -57,9 +57,26 @@ def test_emulator_benchmark_prints_rsa_floor_and_exchange_rates() -> None:
     assert all(float(cost) > 0 for cost in costs)
 
 
-def test_signin_benchmark_prints_each_concurrency_level() -> None:
-    out = run("signin.py", "--requests", "8")
-    levels = re.findall(r"^ +(\d+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+)$", out, re.M)
-    assert [level[0] for level in levels] == ["1", "16", "64"]
-    assert all(float(level[4]) == 1.0 for level in levels)  # one Apple call per sign-in
+def test_signin_benchmark_prints_each_scenario_beside_the_floor() -> None:
+    out = run("signin.py", "--requests", "8", "--levels", "1,4")
+    rows = re.findall(
+        r"^(\S[^\d]*?) +(\d+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+)"
+        r" +([\d.]+)(?: +([\d.]+))?$",
+        out,
+        re.M,
+    )
+    found = {(row[0], int(row[1])) for row in rows}
+    scenarios = (
+        "sign-in, new user",
+        "sign-in, returning user",
+        "validate_auth_cookie",
+        "get_currentuserinfo",
+        "floor: JSON route",
+        "floor: INSERT + COMMIT",
+    )
+    assert found == {(name, level) for name in scenarios for level in (1, 4)}
+    for row in rows:
+        assert float(row[6]) > 0  # the service's (or the floor's) CPU per request was read
+        if row[0].startswith("sign-in"):
+            assert float(row[9]) == 1.0  # one Apple call per sign-in
     assert "service resident memory:" in out
