@@ -79,7 +79,7 @@ def service(tmp_path: Path, cluster: ThrowawayCluster) -> Iterator[Service]:
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(url + "/healthz", process)
+        wait_for(url + "/healthz", process, timeout=90.0)  # a start on a busy machine
         yield Service(url=url, log=log, process=process)
     finally:
         process.terminate()
