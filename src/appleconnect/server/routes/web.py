@@ -317,8 +317,7 @@ async def web_delete_page(request: Request, service: ContainerDep) -> Response:
     token = request.cookies.get(service.settings.session_cookie)
     user = None
     if token:
-        async with service.sessions() as db:
-            user = await store.session_user(db=db, raw=token)
+        user = await store.session_user(reads=service.reads, raw=token)
     if user is None:
         return RedirectResponse("/", status_code=303)
     return templates.TemplateResponse(request, "delete.html", {"user": user})
