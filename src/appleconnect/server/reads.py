@@ -59,6 +59,8 @@ def _sqlite_reader(url: Any) -> Engine:
         connect_args={"timeout": SQLITE_READ_TIMEOUT, "check_same_thread": False},
         pool_size=1,
         max_overflow=0,
+        # Nothing can be written through it, so there is nothing to roll back on return.
+        pool_reset_on_return=None,
     )
 
     @event.listens_for(engine, "connect")
