@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,36 @@ def create_engine(settings: Settings) -> AsyncEngine:
         return engine
     # No pre-ping (a round trip before every checkout); connections are recycled instead, and
     # one that the server dropped fails its statement, which the caller sees as a 503.
-    return create_async_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20)
+    return create_async_engine(
+        url,
+        pool_recycle=1800,
+        pool_size=10,
+        max_overflow=20,
+        connect_args=pgbouncer_connect_args(settings),
+    )
+
+
+def pgbouncer_connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg's options behind PgBouncer in transaction pooling (``database_pgbouncer``).
+
+    There, consecutive transactions of one client connection may run on different server
+    connections, so a statement prepared in one is missing in the next ("prepared statement
+    ... does not exist") and two clients' numbered names collide on one server connection
+    (``DuplicatePreparedStatementError``). So: no statement cache in asyncpg nor in SQLAlchemy,
+    and each statement prepared under a name no other connection uses, as SQLAlchemy's
+    documentation of its asyncpg dialect advises. Empty when the setting is off.
+    """
+    if not settings.database_pgbouncer:
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[DbSession]:

@@ -36,6 +36,7 @@ __all__ = [
 
 ENV_PREFIX = "APPLECONNECT_"
 MAX_CONFIG_BYTES = 1_000_000
+MAX_WORKERS = 64
 
 
 class SettingsError(ValueError):
@@ -83,6 +84,9 @@ class Settings:
     mode: Mode = "production"
     data_dir: Path = Path("appleconnect-data")
     database_url: str = ""
+    # PostgreSQL reached through PgBouncer in transaction pooling: no cached prepared statements
+    # (docs/service.md#pgbouncer).
+    database_pgbouncer: bool = False
     public_url: str = "http://127.0.0.1:8000"
 
     # Apple.
@@ -163,6 +167,8 @@ class Settings:
     # Web sign-ins in progress (started, not yet expired or finished) one client address (an
     # IPv6 client: its /64) may hold; each is a row anyone can make. 0 turns the budget off.
     signin_budget_per_ip: int = 30
+    # Service processes on the one port (serve's --workers wins; docs/service.md#workers).
+    workers: int = 1
 
     @property
     def sandbox(self) -> bool:
@@ -239,6 +245,15 @@ class Settings:
                 "by another process while this one is still sending it."
             )
 
+    def _check_scale_out(self) -> None:
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise SettingsError(f"workers: must be 1 to {MAX_WORKERS} processes.")
+        if self.database_pgbouncer and not self.effective_database_url.startswith("postgresql"):
+            raise SettingsError(
+                "database_pgbouncer: applies to a PostgreSQL database_url only "
+                "(postgresql+asyncpg://…)."
+            )
+
     def validate(self, *, apple: bool = True) -> None:
         """Raise :class:`SettingsError` naming the first setting that is wrong.
 
@@ -291,6 +306,7 @@ class Settings:
         if not 0 <= self.keys_failure_backoff <= 600:
             raise SettingsError("keys_failure_backoff: must be 0 to 600 seconds.")
         self._check_mail()
+        self._check_scale_out()
         if not 1 <= self.rate_limit_window <= 86_400:
             raise SettingsError("rate_limit_window: must be 1 to 86400 seconds.")
         if not 0 <= self.rate_limit_sync <= 60:
