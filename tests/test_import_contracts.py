@@ -9,7 +9,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "appleconnect"
 # The composition roots wire the parts together and may import all of them.
-COMPOSITION_ROOTS = {"appleconnect.sandbox", "appleconnect.cli", "appleconnect.testing"}
+COMPOSITION_ROOTS = {
+    "appleconnect.sandbox",
+    "appleconnect.workers",
+    "appleconnect.cli",
+    "appleconnect.testing",
+}
 
 
 def _contracts() -> list[dict[str, object]]:

@@ -617,6 +617,7 @@ if click is not None:
             "appleconnect serve",
             "appleconnect serve --port 8001 --data-dir ./appleconnect-data",
             "appleconnect serve --config appleconnect.toml --host 0.0.0.0",
+            "appleconnect serve --config appleconnect.toml --workers 4",
             "appleconnect serve --no-rate-limits   (to fuzz a sandbox)",
         ),
     )
@@ -647,6 +648,14 @@ if click is not None:
         help="Limit requests per client IP and per API key (sandbox mode only; in production "
         "the rate_limit_* settings decide). Off for fuzzing or load tests of a sandbox.",
     )
+    @click.option(
+        "--workers",
+        type=click.IntRange(1, 64),
+        default=None,
+        envvar="APPLECONNECT_WORKERS",
+        help="Service processes answering on the one port (default: APPLECONNECT_WORKERS or "
+        "the workers setting, else 1). Above 1 needs production mode or an external emulator.",
+    )
     @_server_limit_options
     def serve_command(
         host: str,
@@ -655,6 +664,7 @@ if click is not None:
         config: Path | None,
         control_api: bool | None,
         rate_limits: bool,
+        workers: int | None,
         **limits: Any,
     ) -> None:
         """Run the Apple Connect service (sandbox mode, with the emulator, when unconfigured).
@@ -673,6 +683,7 @@ if click is not None:
             limits=_server_limits(limits),
             rate_limits=rate_limits,
             log_format_given=limits["log_format"] is not None,
+            workers=workers,
         )
 
     def _add_service_commands() -> None:

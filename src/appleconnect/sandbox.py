@@ -378,6 +378,12 @@ def sandbox_banner(
     ]
 
 
+WORKERS_NEED_PRODUCTION = (
+    "--workers needs production mode or an external emulator (a --config file or "
+    "APPLECONNECT_* settings, apple_base_url pointing at `appleconnect emulator`): sandbox "
+    "mode keeps the emulator's state in the memory of one process."
+)
+
 NO_RATE_LIMITS = {"rate_limit_per_ip": 0, "rate_limit_per_key": 0}
 """The sandbox's settings under ``serve --no-rate-limits``."""
 
@@ -390,6 +396,7 @@ class Composed:
     banner: list[str]
     sandbox: bool
     log_format: LogFormat = "text"
+    workers: int = 1
 
 
 def compose(
@@ -433,7 +440,9 @@ def compose(
         settings = load_settings(data_dir=Path(data_dir), config=config, environ=environ)
         app = create_app(settings)
         banner = production_banner(settings, _prepare(settings), choice)
-        return Composed(app, banner, sandbox=False, log_format=settings.log_format)
+        return Composed(
+            app, banner, sandbox=False, log_format=settings.log_format, workers=settings.workers
+        )
     except SettingsError as exc:
         raise CommandError(f"configuration error: {exc}{choice.note()}") from exc
 
@@ -464,6 +473,14 @@ def _compose_sandbox(
     return Composed(sandbox.app, banner, sandbox=True, log_format=sandbox.settings.log_format)
 
 
+def _default_sandbox(config: Path | None) -> bool:
+    """Whether ``serve`` would run the default sandbox (the emulator in the process)."""
+    try:
+        return choose_mode(config=config) == ModeChoice("sandbox")
+    except SettingsError:
+        return False  # compose reports it, naming what chose the mode
+
+
 def serve(
     *,
     host: str,
@@ -474,16 +491,21 @@ def serve(
     limits: ServerLimits | None = None,
     rate_limits: bool = True,
     log_format_given: bool = False,
+    workers: int | None = None,
 ) -> None:
     """Run ``appleconnect serve``: sandbox mode without configuration, production with it.
 
     A port in use is refused in one line before anything is printed or written.
     ``limits`` are the slow-client timeouts and the connection cap (:mod:`appleconnect._serving`).
+    ``workers`` (else the ``workers`` setting) above 1 runs that many processes on the port
+    (:mod:`appleconnect.workers`); the in-process emulator of sandbox mode allows one.
     """
     problem = listen_problem(host, port)
     if problem:  # before the banner and its one-time admin login link
         raise CommandError(problem)
     install_log_redaction()
+    if (workers or 1) > 1 and _default_sandbox(config):
+        raise CommandError(WORKERS_NEED_PRODUCTION)
     composed = compose(
         host=host,
         port=port,
@@ -496,5 +518,11 @@ def serve(
     limits = limits or ServerLimits()
     if not log_format_given:
         limits = dataclasses.replace(limits, log_format=composed.log_format)
+    count = workers or composed.workers
+    if count > 1:
+        from appleconnect.workers import WorkerSpec, serve_workers
+
+        spec = WorkerSpec(data_dir=Path(data_dir), config=config, limits=limits)
+        raise SystemExit(serve_workers(spec, host=host, port=port, count=count))
     options = limits.uvicorn_options()
     run_server(composed.app, host=host, port=port, log_level="info", proxy_headers=True, **options)

@@ -6,10 +6,11 @@ outcomes from the answers; :class:`AppleTransport` wraps the HTTP transport to A
 endpoint, key-set fetches); a pool listener counts the database connections in use; the
 outbox's and the database health's counters (plain attributes) are read at scrape time.
 
-With several worker processes (uvicorn ``--workers``), set ``PROMETHEUS_MULTIPROC_DIR`` to an
-empty directory in their environment before they start: the counters of every process are then
-summed in each answer, and the per-process values read at scrape time carry a ``pid`` label
-(docs/service.md#metrics).
+With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` names an empty directory in their
+environment before they start (``appleconnect serve --workers N`` sees to it,
+:mod:`appleconnect.workers`): the counters of every process are then summed in each answer, the
+pool gauge is the sum over the live processes, and the per-process values read at scrape time
+carry a ``pid`` label (docs/service.md#metrics).
 """
 
 from __future__ import annotations
