@@ -3,10 +3,22 @@ scripts, not the speed; the figures are recorded in docs/performance.md and docs
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from appleconnect.server import load_settings
+from appleconnect.server.db import create_engine, migrate
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -80,3 +92,102 @@ def test_signin_benchmark_prints_each_scenario_beside_the_floor() -> None:
         if row[0].startswith("sign-in"):
             assert float(row[9]) == 1.0  # one Apple call per sign-in
     assert "service resident memory:" in out
+
+
+PG_ADMIN_URL = os.environ.get(
+    "APPLECONNECT_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+async def _admin(sql: str) -> None:
+    engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(load_settings(environ={}, overrides={"database_url": url}))
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def empty_pg() -> Iterator[str]:
+    """A fresh PostgreSQL database, not migrated, dropped afterwards."""
+    name = f"appleconnect_seed_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (CI must start it)")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _rows(url: str) -> dict[str, Any]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            users = (await conn.execute(text("SELECT id, sub, email FROM users"))).all()
+            sessions = (
+                await conn.execute(
+                    text("SELECT token_hash, user_id FROM sessions WHERE expires_at > now()")
+                )
+            ).all()
+            tokens = (
+                await conn.execute(
+                    text(
+                        "SELECT user_id, refresh_token_hash, refresh_token_encrypted FROM "
+                        "apple_tokens"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    return {"users": users, "sessions": sessions, "tokens": tokens}
+
+
+def test_seed_fills_a_migrated_database_and_tops_up(empty_pg: str) -> None:
+    refused = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "seed.py"), empty_pg, "--users", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1
+    assert "seed.py: the database is not migrated" in refused.stderr
+    asyncio.run(_migrate(empty_pg))
+
+    out = run("seed.py", empty_pg, "--users", "1000", "--batch", "300")
+    assert "seeding users 1 to 1,000 in batches of 300" in out
+    batches = re.findall(r"users [\d,]+-[\d,]+: ([\d,]+) users, ([\d,]+) sessions", out)
+    assert [b[0] for b in batches] == ["300", "300", "300", "100"]
+    assert all(users == sessions for users, sessions in batches)
+    assert re.search(
+        r"^done in [\d.]+ s: 1,000 seeded users, 1,000 live sessions, 1,000 Apple "
+        r"tokens$",
+        out,
+        re.M,
+    )
+    rows = asyncio.run(_rows(empty_pg))
+    assert len(rows["users"]) == 1000
+    assert all(re.fullmatch(r"\d{6}\.[0-9a-f]{32}\.\d{4}", u.sub) for u in rows["users"])
+    assert sum(u.email.endswith("@privaterelay.appleid.com") for u in rows["users"]) == 250
+    assert {s.user_id for s in rows["sessions"]} == {u.id for u in rows["users"]}
+    assert len({s.token_hash for s in rows["sessions"]}) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{64}", s.token_hash) for s in rows["sessions"])
+    assert {t.user_id for t in rows["tokens"]} == {u.id for u in rows["users"]}
+    assert all(t.refresh_token_encrypted.startswith("gAAAAA") for t in rows["tokens"])
+
+    assert "already 1,000 seeded users" in run("seed.py", empty_pg, "--users", "1000")
+    topped = run("seed.py", empty_pg, "--users", "1200")
+    assert "seeding users 1,001 to 1,200" in topped
+    assert "1,200 seeded users, 1,200 live sessions, 1,200 Apple tokens" in topped
