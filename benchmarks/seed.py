@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1_000_000, help="seeded users wanted")
     parser.add_argument("--batch", type=int, default=100_000, help="users per statement")
     parser.add_argument(
-        "--client-id", default=SEED_CLIENT_ID, help="client id that marks the seeded users"
+        "--client-id", default=SEED_CLIENT_ID, help="client id that marks seeded users"
     )
     args = parser.parse_args(argv)
     if args.users < 1 or args.batch < 1:

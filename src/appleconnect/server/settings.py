@@ -167,7 +167,8 @@ class Settings:
     # Web sign-ins in progress (started, not yet expired or finished) one client address (an
     # IPv6 client: its /64) may hold; each is a row anyone can make. 0 turns the budget off.
     signin_budget_per_ip: int = 30
-    # Service processes on the one port (serve's --workers wins; docs/service.md#workers).
+    # Service processes on the one port; serve's --workers wins
+    # (docs/service.md#several-worker-processes).
     workers: int = 1
 
     @property
