@@ -28,6 +28,7 @@ docs/service.md#several-worker-processes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import logging.config
 import multiprocessing
@@ -49,6 +50,7 @@ import uvicorn
 from appleconnect._logredact import install_log_redaction
 from appleconnect._serving import ServerLimits
 from appleconnect.logformat import log_config
+from appleconnect.server.commands import CommandError
 
 __all__ = ["MULTIPROC_ENV", "WorkerSpec", "serve_workers", "service_app"]
 
@@ -83,9 +85,9 @@ def service_app(spec: WorkerSpec) -> Any:
 def serve_workers(spec: WorkerSpec, *, host: str, port: int, count: int) -> int:
     """Run ``count`` workers on ``host:port`` until SIGTERM/SIGINT; the exit code (0 after a
     requested stop, 1 when the workers could not start or keep running)."""
+    sock = bind(host, port)
     install_log_redaction()
     logging.config.dictConfig(log_config(spec.limits.log_format))
-    sock = bind(host, port)
     metrics_dir, made = _metrics_dir()
     try:
         return _Supervisor(spec, sock, count, metrics_dir).run()
@@ -93,10 +95,6 @@ def serve_workers(spec: WorkerSpec, *, host: str, port: int, count: int) -> int:
         sock.close()
         if made:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-class PortInUse(OSError):
-    """The port is taken (the message says so and names the flag)."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -108,9 +106,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        if exc.errno == 98:  # EADDRINUSE
-            raise PortInUse(f"port {port} is in use; pass --port") from exc
-        raise
+        if exc.errno == errno.EADDRINUSE:
+            raise CommandError(f"port {port} is in use; pass --port") from exc
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

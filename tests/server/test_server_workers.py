@@ -198,3 +198,17 @@ def test_workers_setting_is_checked(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"^workers: must be 1 to 64 processes\.$"):
         settings.validate(apple=False)
     assert load_settings(data_dir=tmp_path, environ={"APPLECONNECT_WORKERS": "4"}).workers == 4
+
+
+def test_a_port_in_use_is_one_clear_error() -> None:
+    import socket
+
+    from appleconnect.server.commands import CommandError
+    from appleconnect.workers import bind
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError, match=rf"^port {port} is in use; pass --port$"):
+            bind("127.0.0.1", port)
