@@ -61,6 +61,8 @@ START_TIMEOUT = 120.0
 """Seconds a worker has to import, open the database and listen."""
 STOP_TIMEOUT = 60.0
 """Seconds the workers have to finish their requests once told to stop; then they are killed."""
+EXIT_WAIT = 15.0
+"""Seconds a worker that failed to start has to exit before it is killed."""
 _POLL = 0.2
 
 
@@ -197,7 +199,10 @@ class _Supervisor:
             if not worker.process.is_alive():
                 break
         if self.stop_signal is None:
-            worker.process.join(1.0)
+            worker.process.join(EXIT_WAIT)  # its exit code, once it has finished exiting
+            if worker.process.is_alive():  # it hung after giving up, or took too long to start
+                worker.process.kill()
+                worker.process.join()
             log.error(
                 "worker %d (pid %d) could not start (exit code %s); see its log above",
                 worker.slot,
