@@ -273,7 +273,7 @@ async def _prepare_db(settings: Settings, known_key: str) -> Prepared:
     """Migrate, make a one-time admin login link, and in sandbox mode a demo API key (the
     known one while it is still valid)."""
     engine = create_engine(settings)
-    reads = Reads(engine)
+    reads = Reads(engine, autocommit=not settings.database_pgbouncer)
     try:
         await migrate(engine)
         sessions = session_factory(engine)

@@ -48,7 +48,7 @@ from typing import Any
 import uvicorn
 
 from appleconnect._logredact import install_log_redaction
-from appleconnect._serving import ServerLimits
+from appleconnect._serving import GracefulServer, ServerLimits
 from appleconnect.logformat import log_config
 from appleconnect.server.commands import CommandError
 
@@ -289,7 +289,7 @@ def _exit_quietly(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-class _ReportingServer(uvicorn.Server):
+class _ReportingServer(GracefulServer):
     """uvicorn's server that tells the parent, once listening, that the worker is ready."""
 
     def __init__(self, config: uvicorn.Config, ready: Connection) -> None:

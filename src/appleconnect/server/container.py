@@ -102,7 +102,7 @@ async def open_container(
         encryptor=encryptor,
         outbound=outbound,
         limiter=RateLimiter(settings, time.time),
-        reads=Reads(engine),
+        reads=Reads(engine, autocommit=not settings.database_pgbouncer),
     )
     service.health.watch(engine)
     async with sessions() as db:

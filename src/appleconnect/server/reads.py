@@ -2,7 +2,9 @@
 
 On PostgreSQL a read is one statement on the async engine in autocommit mode: no ``BEGIN``
 before it and no ``ROLLBACK`` after it, one round trip instead of three (a single statement
-reads one consistent snapshot anyway).
+reads one consistent snapshot anyway). Not behind PgBouncer in transaction pooling
+(``database_pgbouncer``): there a statement outside a transaction may be prepared on one server
+connection and executed on another, so the read keeps its transaction.
 On SQLite the async engine runs each statement through aiosqlite's worker thread, four thread
 hops per statement (cursor, execute, fetch, close) that cost far more than the query; these
 reads instead go through a connection of the standard library's ``sqlite3`` used on the event
@@ -28,9 +30,11 @@ SQLITE_READ_TIMEOUT = 1.0
 class Reads:
     """Run a read-only statement and return its first row."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, autocommit: bool = True) -> None:
         self.engine = engine
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
+        )
         self._sqlite: Engine | None = None
         url = engine.url
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
