@@ -4,7 +4,7 @@ on one database (SQLite and PostgreSQL) share them; 429 ``rate_limited`` with Re
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -59,12 +59,9 @@ def limited_settings(tmp_path: Path, database_url: str, **limits: object) -> Set
     )
 
 
-@pytest.fixture
-async def instances(
-    request: pytest.FixtureRequest, tmp_path: Path, database_url: str
-) -> AsyncIterator[Instances]:
-    limits = getattr(request, "param", {"rate_limit_per_ip": 5, "rate_limit_per_key": 3})
-    settings = limited_settings(tmp_path, database_url, **limits)
+@asynccontextmanager
+async def two_instances(settings: Settings) -> AsyncIterator[Instances]:
+    """Two apps of ``settings`` on one database, an API key, and one clock for both limiters."""
     async with AsyncExitStack() as stack:
         apps = [create_app(settings), create_app(settings)]
         for app in apps:
@@ -76,6 +73,15 @@ async def instances(
         found = Instances(apps, stack, key)
         for app in apps:
             app.state.container.limiter.clock = lambda: found.now
+        yield found
+
+
+@pytest.fixture
+async def instances(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str
+) -> AsyncIterator[Instances]:
+    limits = getattr(request, "param", {"rate_limit_per_ip": 5, "rate_limit_per_key": 3})
+    async with two_instances(limited_settings(tmp_path, database_url, **limits)) as found:
         yield found
 
 

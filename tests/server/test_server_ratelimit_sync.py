@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from server_helpers import seed_user
 from sqlalchemy import event, select
-from test_server_ratelimit import T0, Instances, assert_limited, limited_settings
+from test_server_ratelimit import T0, Instances, assert_limited, limited_settings, two_instances
 
-from appleconnect.server import create_app, store
+from appleconnect.server import store
 from appleconnect.server.models import RateLimitCounter
 
 SYNC = 60  # merges are called by the tests (a timer is tested on its own)
@@ -26,17 +26,7 @@ async def instances(tmp_path: Path, database_url: str) -> AsyncIterator[Instance
     settings = limited_settings(
         tmp_path, database_url, rate_limit_per_ip=10, rate_limit_per_key=0
     ).replace(rate_limit_sync=SYNC)
-    async with AsyncExitStack() as stack:
-        apps = [create_app(settings), create_app(settings)]
-        for app in apps:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        service = apps[0].state.container
-        async with service.sessions() as db:
-            key = await store.create_api_key(db=db, name="tests")
-            await db.commit()
-        found = Instances(apps, stack, key)
-        for app in apps:
-            app.state.container.limiter.clock = lambda: found.now
+    async with two_instances(settings) as found:
         yield found
 
 
@@ -89,22 +79,8 @@ async def test_a_timer_merges_the_counts(instances: Instances) -> None:
 async def test_session_checks_write_nothing(instances: Instances) -> None:
     service = instances.apps[0].state.container
     async with service.sessions() as db:
-        user = await store.upsert_user(
-            db=db,
-            identity=store.Identity(
-                sub="001234.readonly",
-                email=None,
-                email_verified=False,
-                is_private_email=False,
-                transfer_sub=None,
-                claims={},
-            ),
-            client_id="com.example.app",
-            default_role="subscriber",
-            first_name=None,
-            last_name=None,
-        )
-        token = await store.create_session(db=db, user_id=user[0].id, ttl=3600)
+        user = await seed_user(db, "001234.readonly", "reader@example.com")
+        token = await store.create_session(db=db, user_id=user.id, ttl=3600)
         await db.commit()
     statements: list[str] = []
 
