@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from server_helpers import Env, open_env
+from server_helpers import Env, created_database, open_env
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -54,20 +54,8 @@ def pg_database() -> Iterator[str]:
             pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (CI must start it)")
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     name = f"appleconnect_test_{os.getpid()}_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
-        engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text(sql))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with created_database(PG_ADMIN_URL, name) as url:
+        yield url
 
 
 async def _empty_pg(url: str) -> None:

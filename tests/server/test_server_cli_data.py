@@ -17,6 +17,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from served_helpers import free_port, start_cli, stop, wait_until_up
+from server_helpers import created_database
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -105,21 +106,8 @@ def test_a_database_file_of_database_url_that_is_not_there(tmp_path: Path) -> No
 def empty_pg_database(pg_database: str) -> Iterator[str]:
     """A new PostgreSQL database without any table (beside the session's one)."""
     name = f"appleconnect_empty_{secrets.token_hex(4)}"
-    admin_url = pg_database.rsplit("/", 1)[0] + "/postgres"
-
-    async def admin(sql: str) -> None:
-        engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text(sql))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with created_database(pg_database.rsplit("/", 1)[0] + "/postgres", name) as url:
+        yield url
 
 
 def test_a_database_without_the_services_tables_is_refused(
