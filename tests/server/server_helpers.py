@@ -145,20 +145,23 @@ async def open_env(data_dir: Path, overrides: Mapping[str, Any]) -> AsyncIterato
 async def seed_user(db: Any, sub: str, email: str, first_name: str | None = None) -> Any:
     """Create a verified user with ``sub`` and ``email`` directly in the database (the caller
     commits); returns the user."""
-    user, _created = await store.upsert_user(
-        db=db,
-        identity=store.Identity(
-            sub=sub,
-            email=email,
-            email_verified=True,
-            is_private_email=False,
-            transfer_sub=None,
-            claims={},
-        ),
-        client_id="com.example.web",
-        default_role="subscriber",
-        first_name=first_name,
-        last_name=None,
+    identity = store.Identity(
+        sub=sub,
+        email=email,
+        email_verified=True,
+        is_private_email=False,
+        transfer_sub=None,
+        claims={},
+    )
+    user, _created = await db.run_sync(
+        lambda s: store.upsert_user(
+            conn=s.connection(),
+            identity=identity,
+            client_id="com.example.web",
+            default_role="subscriber",
+            first_name=first_name,
+            last_name=None,
+        )
     )
     return user
 

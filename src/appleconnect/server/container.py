@@ -28,6 +28,7 @@ from .ratelimit import RateLimiter
 from .reads import Reads
 from .security import Encryptor, load_encryptor
 from .settings import Settings
+from .writes import Writes
 
 __all__ = [
     "CLOSE_GRACE",
@@ -52,6 +53,7 @@ class ServiceContainer:
     outbound: httpx.AsyncClient
     limiter: RateLimiter
     reads: Reads
+    writes: Writes
     health: DatabaseHealth = field(default_factory=DatabaseHealth)
     outbox: OutboxWorker | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -103,6 +105,7 @@ async def open_container(
         outbound=outbound,
         limiter=RateLimiter(settings, time.time),
         reads=Reads(engine, autocommit=not settings.database_pgbouncer),
+        writes=Writes(engine),
     )
     service.health.watch(engine)
     async with sessions() as db:
@@ -155,4 +158,5 @@ async def close_container(service: ServiceContainer) -> None:
     await service.outbound.aclose()
     await service.apple.aclose()
     service.reads.dispose()
+    service.writes.close()
     await service.engine.dispose()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.message import EmailMessage
+from typing import cast
 
-from .db import DbSession
+from sqlalchemy import Connection, Table, insert
+
 from .models import OutboxMail, User, utcnow
 from .relay_mail import mail_can_be_sent, smtp_target
 from .settings import Settings
@@ -21,26 +23,32 @@ from .settings import Settings
 __all__ = ["queue_welcome", "send_mail"]
 
 
-def queue_welcome(*, db: DbSession, settings: Settings, user: User) -> OutboxMail | None:
-    """Queue the welcome email for a new user, when enabled and the user has an address."""
+_OUTBOX_INSERT = insert(cast(Table, OutboxMail.__table__))
+
+
+def queue_welcome(*, conn: Connection, settings: Settings, user: User) -> bool:
+    """Queue the welcome email for a new user, when enabled and the user has an address (in
+    the caller's transaction); returns whether one was queued."""
     if not settings.welcome_email or not user.email:
-        return None
+        return False
     name = user.first_name or "there"
     body = (
         f"Hello {name},\n\n"
         f"Your account at {settings.public_url} was created with Sign in with Apple.\n"
         "Sign in again at any time with the same Apple Account.\n"
     )
-    mail = OutboxMail(
-        to_address=user.email,
-        subject=settings.welcome_subject,
-        body=body,
-        created_at=utcnow(),
-        status="pending" if mail_can_be_sent(settings, user.email) else "outbox",
-        attempts=0,
+    conn.execute(
+        _OUTBOX_INSERT,
+        {
+            "to_address": user.email,
+            "subject": settings.welcome_subject,
+            "body": body,
+            "created_at": utcnow(),
+            "status": "pending" if mail_can_be_sent(settings, user.email) else "outbox",
+            "attempts": 0,
+        },
     )
-    db.add(mail)
-    return mail
+    return True
 
 
 def send_mail(settings: Settings, mail: OutboxMail) -> None:

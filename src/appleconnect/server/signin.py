@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Connection
+
 from appleconnect import (
     AppleConnectError,
     AppleError,
@@ -258,18 +260,20 @@ async def _record_sign_in(
     how: str,
 ) -> SignInResult:
     settings = service.settings
-    async with service.sessions() as db:
-        user, created = await store.upsert_user(
-            db=db,
-            identity=_identity(verified),
+    identity = _identity(verified)
+
+    def record(conn: Connection) -> tuple[User, bool, str | None, bool]:
+        user, created = store.upsert_user(
+            conn=conn,
+            identity=identity,
             client_id=client_id,
             default_role=settings.default_role,
             first_name=first_name,
             last_name=last_name,
         )
         if refresh_token:
-            await store.store_refresh_token(
-                db=db,
+            store.store_refresh_token(
+                conn=conn,
                 encryptor=service.encryptor,
                 user_id=user.id,
                 client_id=client_id,
@@ -277,19 +281,20 @@ async def _record_sign_in(
             )
         session_token = None
         if open_session:
-            session_token = await store.create_session(
-                db=db, user_id=user.id, ttl=settings.session_ttl
-            )
-        await store.audit(
-            db=db,
+            session_token = store.open_session(conn=conn, user_id=user.id, ttl=settings.session_ttl)
+        store.record_audit(
+            conn=conn,
             event="user.created" if created else "user.signed_in",
             actor="apple",
             sub=user.sub,
             detail={"client_id": client_id, "via": how},
         )
-        mail = queue_welcome(db=db, settings=settings, user=user) if created else None
-        await db.commit()
-    if mail is not None and service.outbox is not None:
+        mailed = created and queue_welcome(conn=conn, settings=settings, user=user)
+        return user, created, session_token, mailed
+
+    # One transaction, run in one hop (writes.Writes).
+    user, created, session_token, mailed = await service.writes.run(record)
+    if mailed and service.outbox is not None:
         service.outbox.wake()
     return SignInResult(
         user=user,

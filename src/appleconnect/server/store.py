@@ -7,6 +7,7 @@ its docstring says otherwise.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -18,6 +19,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Table,
     and_,
     bindparam,
@@ -32,8 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
-from sqlalchemy.orm import aliased
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.sql import Executable
 
 from .db import DbSession
@@ -169,14 +170,15 @@ async def check_api_key(
 # --- sessions ---------------------------------------------------------------------------------
 
 
-async def create_session(
-    *, db: DbSession, user_id: int, ttl: int, now: datetime | None = None
-) -> str:
+_SESSION_INSERT = insert(_table(Session))
+
+
+def open_session(*, conn: Connection, user_id: int, ttl: int, now: datetime | None = None) -> str:
+    """Open a session for ``user_id`` and return its token (only its hash is stored)."""
     now = now or utcnow()
     raw = new_token(SESSION_PREFIX)
-    conn = await db.connection()
-    await conn.execute(
-        insert(_table(Session)),
+    conn.execute(
+        _SESSION_INSERT,
         {
             "token_hash": hash_token(raw),
             "user_id": user_id,
@@ -185,6 +187,15 @@ async def create_session(
         },
     )
     return raw
+
+
+async def create_session(
+    *, db: DbSession, user_id: int, ttl: int, now: datetime | None = None
+) -> str:
+    """:func:`open_session` in the transaction of ``db``."""
+    return await db.run_sync(
+        lambda s: open_session(conn=s.connection(), user_id=user_id, ttl=ttl, now=now)
+    )
 
 
 _SESSION_USER = (
@@ -548,11 +559,12 @@ _TAKE_PENDING_NAME = (
     .where(PendingName.sub == bindparam("sub"))
     .returning(PendingName.first_name, PendingName.last_name)
 )
+_INSERT: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
-async def _take_pending_name(conn: AsyncConnection, sub: str) -> tuple[str | None, str | None]:
+def _take_pending_name(conn: Connection, sub: str) -> tuple[str | None, str | None]:
     """Remove the first-login name kept for ``sub`` (if any) and return it."""
-    row = (await conn.execute(_TAKE_PENDING_NAME, {"sub": sub})).first()
+    row = conn.execute(_TAKE_PENDING_NAME, {"sub": sub}).first()
     return (row.first_name, row.last_name) if row is not None else (None, None)
 
 
@@ -561,9 +573,48 @@ def _returning_user(row: Any) -> User:
     return User(**row._asdict())
 
 
-async def upsert_user(
+@functools.cache
+def _user_insert(dialect: str) -> Any:
+    """``INSERT .. ON CONFLICT (sub) DO NOTHING RETURNING *``, built once per dialect; the
+    values come with the call."""
+    return (
+        _INSERT[dialect](_USERS)
+        .on_conflict_do_nothing(index_elements=["sub"])
+        .returning(*_USERS.columns)
+    )
+
+
+def _param(name: str) -> Any:
+    """A parameter for a column of ``users``, typed as the column is."""
+    return bindparam(f"p_{name}", type_=_USERS.c[name].type)
+
+
+@functools.cache
+def _user_update(email: bool, transfer_sub: bool, name: bool) -> Any:
+    """The returning user's ``UPDATE .. RETURNING *``, one statement per shape, built once.
+
+    The email is replaced only when the token has one (Apple sends it on every sign-in but may
+    not), ``transfer_sub`` only when present, and a name only where the account has none.
+    """
+    values: dict[str, Any] = {c: _param(c) for c in ("client_id", "last_claims", "last_sign_in_at")}
+    if email:
+        values.update({c: _param(c) for c in ("email", "email_verified", "is_private_email")})
+    if transfer_sub:
+        values["transfer_sub"] = _param("transfer_sub")
+    if name:
+        values["first_name"] = case((_NO_NAME, _param("first_name")), else_=_USERS.c.first_name)
+        values["last_name"] = case((_NO_NAME, _param("last_name")), else_=_USERS.c.last_name)
+    return (
+        update(_USERS)
+        .where(_USERS.c.sub == bindparam("match_sub"))
+        .values(values)
+        .returning(*_USERS.columns)
+    )
+
+
+def upsert_user(
     *,
-    db: DbSession,
+    conn: Connection,
     identity: Identity,
     client_id: str,
     default_role: str,
@@ -578,64 +629,45 @@ async def upsert_user(
     Apple ID create one user; for a returning user, one ``UPDATE .. RETURNING``. A name is
     set only where the account has none (never overwritten, never emptied); a pending name
     saved earlier for this ``sub`` is used when none came now (and removed either way).
+    Statements are built once (:func:`_user_insert`, :func:`_user_update`).
     """
     now = now or utcnow()
-    conn = await db.connection()
     if identity.transfer_sub:
-        await relink_transferred_user(
-            db=db, transfer_sub=identity.transfer_sub, new_sub=identity.sub, via="sign-in"
+        relink_transferred_user(
+            conn=conn, transfer_sub=identity.transfer_sub, new_sub=identity.sub, via="sign-in"
         )
-    pending = await _take_pending_name(conn, identity.sub)
+    pending = _take_pending_name(conn, identity.sub)
     if not (first_name or last_name):
         first_name, last_name = pending
     claims = json.dumps(dict(identity.claims))
-    inserted = (
-        await conn.execute(
-            _insert(db, User)
-            .values(
-                sub=identity.sub,
-                transfer_sub=identity.transfer_sub,
-                email=identity.email,
-                email_verified=identity.email_verified,
-                is_private_email=identity.is_private_email,
-                email_forwarding=True,
-                email_undeliverable=False,
-                email_bounces=0,
-                first_name=first_name,
-                last_name=last_name,
-                role=default_role,
-                client_id=client_id,
-                last_claims=claims,
-                created_at=now,
-                last_sign_in_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["sub"])
-            .returning(*_USERS.columns)
-        )
-    ).first()
+    row = {
+        "sub": identity.sub,
+        "transfer_sub": identity.transfer_sub,
+        "email": identity.email,
+        "email_verified": identity.email_verified,
+        "is_private_email": identity.is_private_email,
+        "email_forwarding": True,
+        "email_undeliverable": False,
+        "email_bounces": 0,
+        "first_name": first_name,
+        "last_name": last_name,
+        "role": default_role,
+        "client_id": client_id,
+        "last_claims": claims,
+        "created_at": now,
+        "last_sign_in_at": now,
+    }
+    inserted = conn.execute(_user_insert(conn.dialect.name), row).first()
     if inserted is not None:
         return _returning_user(inserted), True
-    values: dict[str, Any] = {"client_id": client_id, "last_claims": claims, "last_sign_in_at": now}
-    if identity.email:
-        values.update(
-            email=identity.email,
-            email_verified=identity.email_verified,
-            is_private_email=identity.is_private_email,
-        )
-    if identity.transfer_sub:
-        values["transfer_sub"] = identity.transfer_sub
-    if first_name or last_name:
-        values["first_name"] = case((_NO_NAME, first_name), else_=_USERS.c.first_name)
-        values["last_name"] = case((_NO_NAME, last_name), else_=_USERS.c.last_name)
-    updated = await conn.execute(
-        update(_USERS).where(_USERS.c.sub == identity.sub).values(values).returning(*_USERS.columns)
-    )
-    return _returning_user(updated.one()), False
+    has_name = bool(first_name or last_name)
+    statement = _user_update(bool(identity.email), bool(identity.transfer_sub), has_name)
+    params = {f"p_{k}": v for k, v in row.items()}
+    params["match_sub"] = identity.sub
+    return _returning_user(conn.execute(statement, params).one()), False
 
 
-async def relink_transferred_user(
-    *, db: DbSession, transfer_sub: str, new_sub: str, via: str
-) -> bool:
+def relink_transferred_user(*, conn: Connection, transfer_sub: str, new_sub: str, via: str) -> bool:
     """Re-key the user exported with ``transfer_sub`` to the recipient team's ``new_sub``.
 
     After an app transfer (TN3159) the recipient team sees the user under a new ``sub``; the
@@ -643,27 +675,27 @@ async def relink_transferred_user(
     and Apple puts it in the recipient's id_tokens for 60 days. ``False`` when no user needs
     re-keying, or when an account with ``new_sub`` already exists (never merged silently).
     """
-    old_sub = await db.scalar(
-        select(User.sub).where(User.transfer_sub == transfer_sub, User.sub != new_sub).limit(1)
-    )
+    old_sub = conn.execute(
+        select(_USERS.c.sub)
+        .where(_USERS.c.transfer_sub == transfer_sub, _USERS.c.sub != new_sub)
+        .limit(1)
+    ).scalar()
     if old_sub is None:
         return False
-    other = aliased(User)
-    changed = await _rows_changed(
-        db,
-        update(User)
+    other = _USERS.alias("other")
+    changed = conn.execute(
+        update(_USERS)
         .where(
-            User.transfer_sub == transfer_sub,
-            User.sub == old_sub,
-            ~exists().where(other.sub == new_sub),
+            _USERS.c.transfer_sub == transfer_sub,
+            _USERS.c.sub == old_sub,
+            ~exists().where(other.c.sub == new_sub),
         )
         .values(sub=new_sub)
-        .execution_options(synchronize_session=False),
-    )
+    ).rowcount
     if changed != 1:
         return False
-    await audit(
-        db=db,
+    record_audit(
+        conn=conn,
         event="user.migrated",
         actor="apple" if via == "sign-in" else "cli",
         sub=new_sub,
@@ -717,26 +749,41 @@ async def set_user_role(*, db: DbSession, user_id: int, role: str) -> tuple[User
     return user, old
 
 
-async def store_refresh_token(
+_TOKEN_VALUES = ("refresh_token_encrypted", "refresh_token_hash", "validated_at")
+
+
+@functools.cache
+def _token_upsert(dialect: str) -> Any:
+    """Insert the refresh token of (user, client), or replace the one stored; built once."""
+    statement = _INSERT[dialect](_table(AppleToken))
+    return statement.on_conflict_do_update(
+        index_elements=["user_id", "client_id"],
+        set_={c: statement.excluded[c] for c in _TOKEN_VALUES},
+    )
+
+
+def store_refresh_token(
     *,
-    db: DbSession,
+    conn: Connection,
     encryptor: Encryptor,
     user_id: int,
     client_id: str,
     refresh_token: str,
     now: datetime | None = None,
 ) -> None:
+    """Keep the user's refresh token for ``client_id``, encrypted, with its hash to find it."""
     now = now or utcnow()
-    values = {
-        "refresh_token_encrypted": encryptor.encrypt(refresh_token),
-        "refresh_token_hash": hash_token(refresh_token),
-        "validated_at": now,
-    }
-    stmt = _insert(db, _table(AppleToken)).values(
-        user_id=user_id, client_id=client_id, created_at=now, **values
+    conn.execute(
+        _token_upsert(conn.dialect.name),
+        {
+            "user_id": user_id,
+            "client_id": client_id,
+            "created_at": now,
+            "refresh_token_encrypted": encryptor.encrypt(refresh_token),
+            "refresh_token_hash": hash_token(refresh_token),
+            "validated_at": now,
+        },
     )
-    stmt = stmt.on_conflict_do_update(index_elements=["user_id", "client_id"], set_=values)
-    await (await db.connection()).execute(stmt)
 
 
 async def find_refresh_token(*, db: DbSession, refresh_token: str) -> AppleToken | None:
@@ -788,6 +835,31 @@ async def first_sight_of_jti(*, db: DbSession, jti: str, now: datetime | None = 
     return (await db.scalar(stmt)) is not None
 
 
+_AUDIT_INSERT = insert(_table(AuditEvent))
+
+
+def record_audit(
+    *,
+    conn: Connection,
+    event: str,
+    actor: str,
+    sub: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Record an event in the audit log (one INSERT, in the caller's transaction)."""
+    conn.execute(
+        _AUDIT_INSERT,
+        {
+            "at": now or utcnow(),
+            "event": event,
+            "actor": actor,
+            "sub": sub,
+            "detail": json.dumps(dict(detail or {}), default=str),
+        },
+    )
+
+
 async def audit(
     *,
     db: DbSession,
@@ -797,17 +869,11 @@ async def audit(
     detail: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> None:
-    """Record an event in the audit log (one INSERT, in the caller's transaction)."""
-    conn = await db.connection()
-    await conn.execute(
-        insert(_table(AuditEvent)),
-        {
-            "at": now or utcnow(),
-            "event": event,
-            "actor": actor,
-            "sub": sub,
-            "detail": json.dumps(dict(detail or {}), default=str),
-        },
+    """:func:`record_audit` in the transaction of ``db``."""
+    await db.run_sync(
+        lambda s: record_audit(
+            conn=s.connection(), event=event, actor=actor, sub=sub, detail=detail, now=now
+        )
     )
 
 

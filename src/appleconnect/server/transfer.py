@@ -106,9 +106,13 @@ async def import_transfer_subs(*, service: ServiceContainer) -> TransferReport:
         info = await client.sub_for_transfer(user.transfer_sub)
         if user.sub == info.sub:
             return False
-        if not await store.relink_transferred_user(
-            db=db, transfer_sub=user.transfer_sub, new_sub=info.sub, via="import"
-        ):
+        transfer_sub = user.transfer_sub
+        relinked = await db.run_sync(
+            lambda s: store.relink_transferred_user(
+                conn=s.connection(), transfer_sub=transfer_sub, new_sub=info.sub, via="import"
+            )
+        )
+        if not relinked:
             raise _Refused(f"another account already has the new sub {info.sub}")
         user = await db.get(User, user.id, populate_existing=True) or user
         if info.email:
