@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,13 +391,21 @@ NO_RATE_LIMITS = {"rate_limit_per_ip": 0, "rate_limit_per_key": 0}
 
 @dataclass(frozen=True)
 class Composed:
-    """What ``serve`` runs: the ASGI app and the banner it prints first."""
+    """What ``serve`` runs: the ASGI app and the banner it prints first.
 
-    app: Any
+    The app is built when first asked for (:attr:`app`): ``serve --workers N`` never asks in
+    the parent, whose workers build their own (:mod:`appleconnect.workers`).
+    """
+
+    make_app: Callable[[], Any]
     banner: list[str]
     sandbox: bool
     log_format: LogFormat = "text"
     workers: int = 1
+
+    @functools.cached_property
+    def app(self) -> Any:
+        return self.make_app()
 
 
 def compose(
@@ -438,10 +447,14 @@ def compose(
                 "rate_limit_per_ip and rate_limit_per_key to 0."
             )
         settings = load_settings(data_dir=Path(data_dir), config=config, environ=environ)
-        app = create_app(settings)
+        settings.validate(apple=False)  # what create_app checks, refused here in one line
         banner = production_banner(settings, _prepare(settings), choice)
         return Composed(
-            app, banner, sandbox=False, log_format=settings.log_format, workers=settings.workers
+            functools.partial(create_app, settings),
+            banner,
+            sandbox=False,
+            log_format=settings.log_format,
+            workers=settings.workers,
         )
     except SettingsError as exc:
         raise CommandError(f"configuration error: {exc}{choice.note()}") from exc
@@ -470,7 +483,9 @@ def _compose_sandbox(
     prepared = _prepare(sandbox.settings)
     smtp = (sandbox.settings.relay_smtp_host, sandbox.settings.relay_smtp_port)
     banner = sandbox_banner(public_url, prepared, data_dir, control_api=enabled, smtp=smtp)
-    return Composed(sandbox.app, banner, sandbox=True, log_format=sandbox.settings.log_format)
+    return Composed(
+        lambda: sandbox.app, banner, sandbox=True, log_format=sandbox.settings.log_format
+    )
 
 
 def _default_sandbox(config: Path | None) -> bool:

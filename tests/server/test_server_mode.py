@@ -190,3 +190,22 @@ def test_serve_refuses_a_port_in_use_before_the_banner(
     assert out == ""  # no banner, no admin login link
     assert err == f"appleconnect: port {port} on 127.0.0.1 is in use; pass --port\n"
     assert not data.exists()  # nothing was prepared
+
+
+def test_production_builds_the_app_only_when_it_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `serve --workers N`: the parent prints the banner and supervises; its workers build
+    # their own apps, so the parent must not build one it would throw away.
+    import appleconnect.sandbox as sandbox_module
+
+    built: list[object] = []
+    real = sandbox_module.create_app
+    monkeypatch.setattr(sandbox_module, "create_app", lambda s: built.append(s) or real(s))
+    production = compose(
+        host="127.0.0.1", port=8000, data_dir=tmp_path, config=production_file(tmp_path), environ={}
+    )
+    assert production.banner
+    assert built == []
+    assert production.app is production.app
+    assert len(built) == 1
