@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from appleconnect.server import load_settings
 from appleconnect.server.db import create_engine, migrate
+from pg_databases import created_database
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -99,15 +101,6 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-async def _admin(sql: str) -> None:
-    engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
 async def _migrate(url: str) -> None:
     engine = create_engine(load_settings(environ={}, overrides={"database_url": url}))
     try:
@@ -120,16 +113,14 @@ async def _migrate(url: str) -> None:
 def empty_pg() -> Iterator[str]:
     """A fresh PostgreSQL database, not migrated, dropped afterwards."""
     name = f"appleconnect_seed_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except OSError:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (CI must start it)")
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(created_database(PG_ADMIN_URL, name))
+        except OSError:
+            if os.environ.get("CI"):
+                pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (CI must start it)")
+            pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+        yield url
 
 
 async def _rows(url: str) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from server_helpers import Env, created_database, open_env
+from server_helpers import Env, open_env
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from appleconnect.server.models import Base
+from pg_databases import created_database
 
 PG_ADMIN_URL = os.environ.get(
     "APPLECONNECT_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from appleconnect.sandbox import Sandbox, build_sandbox_app
 from appleconnect.server import store
@@ -190,23 +187,3 @@ def pending_mail(to: str, body: str = "Hello") -> OutboxMail:
         status="pending",
         attempts=0,
     )
-
-
-@contextmanager
-def created_database(admin_url: str, name: str) -> Iterator[str]:
-    """A new PostgreSQL database ``name`` (made through ``admin_url``, a database URL of the
-    same server), yielding its URL; dropped afterwards."""
-
-    async def admin(sql: str) -> None:
-        engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text(sql))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

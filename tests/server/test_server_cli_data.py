@@ -17,13 +17,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from served_helpers import free_port, start_cli, stop, wait_until_up
-from server_helpers import created_database
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from appleconnect.server import load_settings, store
 from appleconnect.server.commands import COMMANDS
 from appleconnect.server.db import create_engine, session_factory
+from pg_databases import created_database
 
 READING = [
     ["apikey", "list"],
