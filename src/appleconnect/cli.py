@@ -482,8 +482,12 @@ if click is not None:
     ) -> None:
         """Run the emulator of Apple's side of Sign in with Apple."""
         from appleconnect._logredact import install_log_redaction
+        from appleconnect._serving import listen_problem
         from appleconnect.emulator import serve
 
+        problem = listen_problem(host, port)
+        if problem:  # before the banner and before anything is written to the state directory
+            _fail(problem, 1)
         install_log_redaction()
         serve(
             host=host,

@@ -1,6 +1,7 @@
 """``appleconnect emulator --smtp-port`` in a process of its own, and ``appleconnect
 emulator-email-sources`` against it: the banner and credentials.json name the SMTP port, a source
-added from the command line lets mail through."""
+added from the command line lets mail through; SIGTERM ends it with exit status 0, and a port
+in use is refused before the banner."""
 
 from __future__ import annotations
 
@@ -103,6 +104,9 @@ def test_smtp_port_banner_credentials_and_sources_from_the_cli(
         assert main(["emulator-email-sources", "remove", "--url", url, "--domain",
                      "example.com"]) == 1  # fmt: skip
         assert "No such email source" in capsys.readouterr().err
+
+        proc.terminate()  # SIGTERM: a graceful shutdown, not death by the signal (143)
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -117,3 +121,18 @@ def _relay_address(url: str) -> str:
         if consent.get("email", "").endswith("@privaterelay.appleid.com"):
             return str(consent["email"])
     raise AssertionError(f"no relay address in {log['consents']}")
+
+
+def test_a_port_in_use_is_refused_before_the_banner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["emulator", "--port", str(port), "--state-dir", str(tmp_path / "s")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert err == f"appleconnect: port {port} on 127.0.0.1 is in use; pass --port\n"
+    assert not (tmp_path / "s").exists()

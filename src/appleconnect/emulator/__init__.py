@@ -81,7 +81,7 @@ def serve(
     ``credentials.json`` is and the base URL to point a client at. ``server_options`` are more
     keyword arguments for ``uvicorn.run`` (``appleconnect emulator`` passes its timeouts).
     """
-    import uvicorn
+    from appleconnect._serving import run_server
 
     enabled = control_api_enabled(host, control_api)
     shown_host = f"[{host}]" if ":" in host else host
@@ -110,7 +110,8 @@ def serve(
         out.write(f"  email relay SMTP:  {shown_host}:{smtp.port}\n")
     out.flush()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", **(server_options or {}))
+        # Exits 0 after a graceful shutdown on SIGTERM (uvicorn.run would re-raise the signal).
+        run_server(app, host=host, port=port, log_level="info", **(server_options or {}))
     finally:
         if smtp is not None:
             smtp.stop()
