@@ -3,7 +3,9 @@
 uvicorn (as of 0.3x) has no read timeout: a client that sends its request headers, or a
 declared body, one byte every few seconds holds its connection for as long as it likes, and
 a rate limit inside the app never sees a request that never completes. So both commands run
-uvicorn's h11 protocol with two timers (:func:`timed_h11_protocol`):
+uvicorn's httptools protocol (llhttp, the parser in C; uvicorn's default h11 parses in Python
+and cost a noticeable share of each request's CPU: docs/performance.md#http-parser) with two
+timers and a size cap (:func:`timed_protocol`):
 
 - **headers**: from the moment a connection opens, or a keep-alive connection starts its next
   request, the request line and headers must be complete within ``header_timeout`` seconds;
@@ -11,17 +13,21 @@ uvicorn's h11 protocol with two timers (:func:`timed_h11_protocol`):
 - **body**: once the headers are in, the declared body must be complete within
   ``body_timeout`` seconds; otherwise ``408`` (if no answer has started) and the connection
   is closed, and the app's next ``receive()`` gets ``http.disconnect``;
+- **head size**: a request line and headers larger than ``max_head_bytes`` (counted as they
+  arrive, so a head that never ends is refused as soon as it is too large) are answered
+  ``431 Request Header Fields Too Large`` and the connection is closed (httptools has no limit
+  of its own);
 
 and caps concurrent connections at ``max_connections`` with uvicorn's ``limit_concurrency`` (a
-request on one more connection is answered ``503``), idle keep-alive connections with
-``timeout_keep_alive``, and the request head's size with ``h11_max_incomplete_event_size``.
+request on one more connection is answered ``503``) and idle keep-alive connections with
+``timeout_keep_alive``.
 :class:`ServerLimits` holds the numbers and :meth:`ServerLimits.uvicorn_options` turns them
 into ``uvicorn.run`` keyword arguments. docs/service.md#slow-clients.
 
 :func:`run_server` runs the server as ``uvicorn.run`` does, with :class:`GracefulServer`: after
 a graceful shutdown on SIGTERM the process exits 0. docs/service.md#shutdown.
 
-This module imports only the standard library, h11 and uvicorn, so the emulator's command may
+This module imports only the standard library, uvicorn and httptools, so the emulator's command may
 use it as well as the service's.
 """
 
@@ -41,21 +47,31 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import HANDLED_SIGNALS
 
 from appleconnect.logformat import LogFormat, log_config
 
-__all__ = ["GracefulServer", "ServerLimits", "listen_problem", "run_server", "timed_h11_protocol"]
+__all__ = ["GracefulServer", "ServerLimits", "listen_problem", "run_server", "timed_protocol"]
 
 log = logging.getLogger(__name__)
 
-_TIMEOUT_BODY = b"The request was not received in time.\n"
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"connection: close\r\n"
-    b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY
+
+def _closing_answer(status: bytes, text: bytes) -> bytes:
+    """A whole plain-text HTTP answer after which the connection closes."""
+    return (
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"content-type: text/plain; charset=utf-8\r\n"
+        b"connection: close\r\n"
+        b"content-length: " + str(len(text)).encode() + b"\r\n\r\n" + text
+    )
+
+
+_TIMEOUT_RESPONSE = _closing_answer(
+    b"408 Request Timeout", b"The request was not received in time.\n"
+)
+_HEAD_TOO_LARGE_RESPONSE = _closing_answer(
+    b"431 Request Header Fields Too Large", b"The request line and headers are too large.\n"
 )
 
 
@@ -79,11 +95,12 @@ class ServerLimits:
     def uvicorn_options(self) -> dict[str, Any]:
         """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config``."""
         return {
-            "http": timed_h11_protocol(self.header_timeout, self.body_timeout),
+            "http": timed_protocol(self.header_timeout, self.body_timeout, self.max_head_bytes),
+            # Neither service has a WebSocket route; a timed connection is never handed over.
+            "ws": "none",
             # uvicorn counts the connection asking too: N served means a limit of N + 1.
             "limit_concurrency": self.max_connections + 1,
             "timeout_keep_alive": self.keep_alive_timeout,
-            "h11_max_incomplete_event_size": self.max_head_bytes,
             "log_config": log_config(self.log_format),
         }
 
@@ -111,25 +128,47 @@ def listen_problem(host: str, port: int) -> str | None:
     return None
 
 
-def timed_h11_protocol(header_timeout: float, body_timeout: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a deadline for the request head and one for its body."""
+def timed_protocol(
+    header_timeout: float, body_timeout: float, max_head_bytes: int
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a deadline for the request head, one for its body,
+    and a cap on the head's size."""
 
-    class TimedH11Protocol(_TimedH11Protocol):
+    class TimedHttpToolsProtocol(_TimedHttpToolsProtocol):
         HEADER_TIMEOUT = header_timeout
         BODY_TIMEOUT = body_timeout
+        MAX_HEAD_BYTES = max_head_bytes
 
-    return TimedH11Protocol
+    return TimedHttpToolsProtocol
 
 
-class _TimedH11Protocol(H11Protocol):
+class _HeadTooLarge(Exception):
+    """Raised in httptools' ``on_headers_complete`` to stop the parser: httptools turns it
+    into an ``HttpParserError``, which uvicorn answers with :meth:`send_400_response`."""
+
+
+# What the connection is reading: nothing (between requests), a head, or a declared body.
+_IDLE, _HEAD, _BODY = 0, 1, 2
+
+
+class _TimedHttpToolsProtocol(HttpToolsProtocol):
+    """The parser's callbacks tell where the request stands; after each read, the protocol
+    arms the head's or the body's deadline if that part is still incomplete, so a request
+    that arrives whole in one read (nearly all of them) arms no timer of its own."""
+
     HEADER_TIMEOUT = 10.0
     BODY_TIMEOUT = 30.0
+    MAX_HEAD_BYTES = 16_384
 
     _deadline: asyncio.TimerHandle | None = None
-    _timed_cycle: object = None  # the request cycle the running deadline is for
+    _reading = _IDLE
+    _head_began = False  # a head began in the read being parsed
+    _head_bytes = 0  # the open head's size so far
+    _head_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # A connection that sends nothing has the head's deadline too.
         self._arm(self.HEADER_TIMEOUT, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -137,29 +176,83 @@ class _TimedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
-            # The first bytes of the next request on a keep-alive connection.
-            self._arm(self.HEADER_TIMEOUT, self._head_too_slow)
+        self._head_began = False
         super().data_received(data)
-        self._follow_request()
-
-    def _follow_request(self) -> None:
-        """After h11 has parsed what arrived: move from the head's deadline to the body's,
-        or stop timing once the whole request is in."""
-        cycle = self.cycle
-        if cycle is None or self._deadline is None:
+        if self._reading == _HEAD:
+            self._count_head(len(data))
+        if self._deadline is not None or self.transport.is_closing():
             return
-        if cycle is not self._timed_cycle:  # the head is complete: a new request cycle began
-            self._disarm()
-            if cycle.more_body:
-                self._arm(self.BODY_TIMEOUT, self._body_too_slow)
-                self._timed_cycle = cycle
-        elif not cycle.more_body:
-            self._disarm()
+        if self._reading == _BODY:
+            self._arm(self.BODY_TIMEOUT, self._body_too_slow)
+        elif self._reading == _HEAD or (
+            # Bytes that begin no request (blank lines) on an idle connection: uvicorn
+            # stopped its keep-alive timer on them, so they must not hold the connection.
+            self.timeout_keep_alive_task is None
+            and (self.cycle is None or self.cycle.response_complete)
+        ):
+            self._arm(self.HEADER_TIMEOUT, self._head_too_slow)
+
+    # httptools' callbacks, called while super().data_received() parses a read.
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading = _HEAD
+        self._head_began = True
+
+    def on_headers_complete(self) -> None:
+        if self._head_size() > self.MAX_HEAD_BYTES:
+            self._refuse_head()
+            raise _HeadTooLarge
+        self._disarm()
+        self._reading = _BODY
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading = _IDLE
+        self._disarm()
+        if self.cycle.response_complete and self.timeout_keep_alive_task is None:
+            # Answered before its body was in: the body's last bytes stopped uvicorn's
+            # keep-alive timer; the now idle connection gets it back.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._head_too_large:  # else the 431 is out already
+            super().send_400_response(msg)
+
+    # The head's size.
+
+    def _head_size(self) -> int:
+        """The request target and the header lines the parser has reported; the request
+        line's method and version and the blank line are not counted."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _count_head(self, received: int) -> None:
+        """After a read that left a head incomplete: refuse the head once it is larger than
+        :attr:`MAX_HEAD_BYTES`. A read wholly inside the head counts whole; of the read that
+        began it, which may also hold the end of the request before, what the parser has
+        reported counts (a header line still in its buffer then counts with the next read)."""
+        if self._head_began:
+            self._head_bytes = self._head_size()
+        else:
+            self._head_bytes += received
+        if self._head_bytes > self.MAX_HEAD_BYTES:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        self._head_too_large = True
+        self._disarm()
+        self._close(
+            f"request head larger than {self.MAX_HEAD_BYTES} bytes",
+            _HEAD_TOO_LARGE_RESPONSE if self._between_answers() else None,
+        )
+
+    # The deadlines.
 
     def _arm(self, seconds: float, callback: Any) -> None:
         self._disarm()
-        self._timed_cycle = self.cycle
         self._deadline = self.loop.call_later(seconds, callback)
 
     def _disarm(self) -> None:
@@ -169,25 +262,38 @@ class _TimedH11Protocol(H11Protocol):
 
     def _head_too_slow(self) -> None:
         self._deadline = None
-        self._time_out("request headers", self.HEADER_TIMEOUT, answer=True)
+        self._close(
+            f"request headers not complete within {self.HEADER_TIMEOUT:g}s",
+            _TIMEOUT_RESPONSE if self._between_answers() else None,
+        )
 
     def _body_too_slow(self) -> None:
         self._deadline = None
         cycle = self.cycle
-        self._time_out("request body", self.BODY_TIMEOUT, answer=not cycle.response_started)
+        # The request is answered unless its answer has begun, or it is a pipelined one
+        # queued behind another's answer.
+        answer = not cycle.response_started and not self.pipeline
+        self._close(
+            f"request body not complete within {self.BODY_TIMEOUT:g}s",
+            _TIMEOUT_RESPONSE if answer else None,
+        )
         # The app waiting in receive() gets http.disconnect; what it sends is dropped.
         cycle.disconnected = True
         cycle.message_event.set()
 
-    def _time_out(self, what: str, seconds: float, *, answer: bool) -> None:
+    def _between_answers(self) -> bool:
+        """Whether no answer is due on the connection (so that one of ours is not written
+        into another's): no request served yet, or the last one answered."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _close(self, why: str, answer: bytes | None) -> None:
+        """Log ``why``, write ``answer`` if any, and close the connection."""
         if self.transport.is_closing():
             return
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-        log.warning(
-            "closed the connection of %s: %s not complete within %gs", client, what, seconds
-        )
-        if answer:
-            self.transport.write(_TIMEOUT_RESPONSE)
+        log.warning("closed the connection of %s: %s", client, why)
+        if answer is not None:
+            self.transport.write(answer)
         self.transport.close()
 
 

@@ -1,6 +1,7 @@
 """Slow clients cannot hold connections: ``appleconnect serve`` and ``appleconnect emulator``,
 real uvicorn processes on loopback, close a connection whose headers or declared body trickle
-in one byte at a time, and answer 503 beyond ``--max-connections``. Real sockets; every wait
+in one byte at a time, refuse a request head over 16 KB, and answer 503 beyond
+``--max-connections``. Real sockets; every wait
 is bounded."""
 
 from __future__ import annotations
@@ -55,25 +56,30 @@ def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
 def trickle(port: int, head: bytes, drip: bytes) -> tuple[float, bytes]:
     """Send ``head``, then one byte of ``drip`` about every second until the server closes
     the connection (or :data:`GIVE_UP`); return the seconds it stayed open and what came back."""
-    received = b""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(head)
-        start = time.monotonic()
-        sock.settimeout(1.0)
-        for byte in itertools.cycle(drip):
-            if time.monotonic() - start > GIVE_UP:
-                break
-            try:
-                sock.sendall(bytes([byte]))
-                chunk = sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:  # reset or broken pipe: closed by the server
-                break
-            if not chunk:
-                break
-            received += chunk
-        return time.monotonic() - start, received
+        return trickle_connected(sock, drip)
+
+
+def trickle_connected(sock: socket.socket, drip: bytes) -> tuple[float, bytes]:
+    """:func:`trickle` on a connection already open."""
+    received = b""
+    start = time.monotonic()
+    sock.settimeout(1.0)
+    for byte in itertools.cycle(drip):
+        if time.monotonic() - start > GIVE_UP:
+            break
+        try:
+            sock.sendall(bytes([byte]))
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:  # reset or broken pipe: closed by the server
+            break
+        if not chunk:
+            break
+        received += chunk
+    return time.monotonic() - start, received
 
 
 PATHS = {"serve": "/apple/auth/keys", "emulator": "/auth/keys"}
@@ -139,11 +145,73 @@ def test_one_connection_beyond_the_cap_is_answered_503(ports: dict[str, int], se
     assert request(port, path).startswith(b"HTTP/1.1 200 OK\r\n")
 
 
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:  # closed with unread bytes of ours: what came back counts
+        pass
+    return data
+
+
+@pytest.mark.parametrize("server", ["serve", "emulator"])
+def test_a_head_larger_than_the_cap_is_answered_431(ports: dict[str, int], server: str) -> None:
+    port, path = ports[server], PATHS[server]
+    big = b"X-Big: " + b"a" * 20_000 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=GIVE_UP) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode() + big + b"\r\n")
+        received = read_until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), received
+    # Under the cap (16 KB by default), a large head is served.
+    fair = b"X-Fair: " + b"a" * 12_000 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=GIVE_UP) as sock:
+        head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        sock.sendall(head.encode() + fair + b"\r\n")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+@pytest.mark.parametrize("server", ["serve", "emulator"])
+def test_a_head_that_never_ends_is_refused_once_too_large(
+    ports: dict[str, int], server: str
+) -> None:
+    """A header line sent quickly in pieces, never ended: refused by its size, long before
+    the head's deadline."""
+    with socket.create_connection(("127.0.0.1", ports[server]), timeout=GIVE_UP) as sock:
+        start = time.monotonic()
+        sock.sendall(b"GET /auth/keys HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: ")
+        try:
+            for _ in range(40):
+                sock.sendall(b"a" * 1_000)
+                time.sleep(0.01)
+        except OSError:  # closed by the server mid-way
+            pass
+        received = read_until_closed(sock)
+        assert received.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+        assert time.monotonic() - start < TIMEOUT
+
+
+def test_blank_lines_do_not_hold_a_keep_alive_connection(ports: dict[str, int]) -> None:
+    """After an answer, bytes that begin no request stop uvicorn's keep-alive timer; the
+    head's deadline closes the connection instead."""
+    with socket.create_connection(("127.0.0.1", ports["serve"]), timeout=5) as sock:
+        sock.sendall(b"GET /apple/auth/keys HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        length = int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(answer.split(b"\r\n\r\n", 1)[1]) < length:
+            answer += sock.recv(65536)
+        stayed, received = trickle_connected(sock, b"\r\n")
+    assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), received
+    assert TIMEOUT - 0.5 < stayed < GIVE_UP
+
+
 def test_limits_are_checked() -> None:
     options = ServerLimits(header_timeout=3, body_timeout=4, max_connections=7).uvicorn_options()
     assert options["limit_concurrency"] == 8
     assert options["http"].HEADER_TIMEOUT == 3
     assert options["http"].BODY_TIMEOUT == 4
+    assert options["http"].MAX_HEAD_BYTES == 16_384
     with pytest.raises(ValueError, match="timeouts"):
         ServerLimits(header_timeout=0)
     with pytest.raises(ValueError, match="max_connections"):

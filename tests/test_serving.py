@@ -1,0 +1,149 @@
+"""The timed httptools protocol of :mod:`appleconnect._serving` in the corners the real
+processes do not reach (tests/server/test_server_slow_clients.py covers the common ones): a
+tiny ASGI app served by uvicorn in a thread with that protocol, raw sockets on loopback, short
+deadlines. Every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from appleconnect._serving import ServerLimits
+
+DEADLINE = 1.0  # the header and body timeouts of the server under test
+KEEP_ALIVE = 1
+GIVE_UP = 8.0
+
+received_events: list[dict[str, Any]] = []
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``/early`` answers without reading its body; ``/read`` reads the whole body and
+    records what ``receive()`` gave; any other path answers its own path."""
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/read":
+        while True:
+            event = await receive()
+            received_events.append(event)
+            if event["type"] == "http.disconnect" or not event.get("more_body"):
+                break
+    body = path.encode()
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    limits = ServerLimits(
+        header_timeout=DEADLINE, body_timeout=DEADLINE, keep_alive_timeout=KEEP_ALIVE
+    )
+    options = limits.uvicorn_options() | {"log_config": None, "log_level": "critical"}
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", **options))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def read_until_closed(sock: socket.socket) -> tuple[float, bytes]:
+    """Everything the server writes until it closes, and how many seconds that took."""
+    start, data = time.monotonic(), b""
+    sock.settimeout(GIVE_UP)
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - start, data
+
+
+def test_pipelined_requests_are_answered_in_order(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        _, data = read_until_closed(sock)
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert data.index(b"/one") < data.index(b"/two")
+
+
+def test_a_pipelined_head_left_incomplete_is_answered_408(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHo")
+        stayed, data = read_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"HTTP/1.1 408 Request Timeout\r\n" in data
+    assert b"/two" not in data
+    assert DEADLINE - 0.3 < stayed < GIVE_UP
+
+
+def test_a_late_body_gives_the_app_a_disconnect(port: int) -> None:
+    received_events.clear()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        stayed, data = read_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data
+    assert DEADLINE - 0.3 < stayed < GIVE_UP
+    time.sleep(0.2)
+    assert received_events[0]["body"] == b"abc"
+    assert received_events[-1] == {"type": "http.disconnect"}
+
+
+def test_a_body_in_pieces_within_the_deadline_is_read(port: int) -> None:
+    received_events.clear()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
+        time.sleep(DEADLINE / 3)
+        sock.sendall(b"cd")
+        time.sleep(DEADLINE / 3)
+        sock.sendall(b"ef")
+        sock.settimeout(GIVE_UP)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"".join(event.get("body", b"") for event in received_events) == b"abcdef"
+
+
+def test_an_answer_before_the_body_leaves_the_keep_alive_timeout(port: int) -> None:
+    """The app answers before the body is in; the rest of the body arrives; the connection,
+    idle, closes after the keep-alive timeout without a 408."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        sock.settimeout(GIVE_UP)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.sendall(b"cd")
+        stayed, data = read_until_closed(sock)
+    assert data == b""
+    assert stayed < GIVE_UP
+
+
+def test_a_keep_alive_request_in_pieces_within_the_deadline_is_served(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(GIVE_UP)
+        for path in (b"/one", b"/two"):
+            for piece in (b"GET " + path, b" HTTP/1.1\r\nHo", b"st: x\r\n\r\n"):
+                sock.sendall(piece)
+                time.sleep(DEADLINE / 4)
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert answer.endswith(path)
