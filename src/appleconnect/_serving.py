@@ -162,8 +162,10 @@ class _TimedHttpToolsProtocol(HttpToolsProtocol):
 
     _deadline: asyncio.TimerHandle | None = None
     _reading = _IDLE
+    _read_bytes = 0  # the size of the read being parsed
     _head_began = False  # a head began in the read being parsed
-    _head_bytes = 0  # the open head's size so far
+    _head_reads = 0  # the bytes of the reads since the open head began: its largest size
+    _head_bytes = 0  # the open head's size so far, as counted by _count_head
     _head_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -176,6 +178,7 @@ class _TimedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._read_bytes = len(data)
         self._head_began = False
         super().data_received(data)
         if self._reading == _HEAD:
@@ -200,7 +203,9 @@ class _TimedHttpToolsProtocol(HttpToolsProtocol):
         self._head_began = True
 
     def on_headers_complete(self) -> None:
-        if self._head_size() > self.MAX_HEAD_BYTES:
+        # Counted only if the reads that brought the head could hold one too large.
+        largest = self._read_bytes + (0 if self._head_began else self._head_reads)
+        if largest > self.MAX_HEAD_BYTES and self._head_size() > self.MAX_HEAD_BYTES:
             self._refuse_head()
             raise _HeadTooLarge
         self._disarm()
@@ -235,8 +240,10 @@ class _TimedHttpToolsProtocol(HttpToolsProtocol):
         began it, which may also hold the end of the request before, what the parser has
         reported counts (a header line still in its buffer then counts with the next read)."""
         if self._head_began:
+            self._head_reads = received
             self._head_bytes = self._head_size()
         else:
+            self._head_reads += received
             self._head_bytes += received
         if self._head_bytes > self.MAX_HEAD_BYTES:
             self._refuse_head()
