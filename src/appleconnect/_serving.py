@@ -20,15 +20,15 @@ timers and a size cap (:func:`timed_protocol`):
 
 and caps concurrent connections at ``max_connections`` with uvicorn's ``limit_concurrency`` (a
 request on one more connection is answered ``503``) and idle keep-alive connections with
-``timeout_keep_alive``.
-:class:`ServerLimits` holds the numbers and :meth:`ServerLimits.uvicorn_options` turns them
-into ``uvicorn.run`` keyword arguments. docs/service.md#slow-clients.
+``timeout_keep_alive``. :class:`ServerLimits` holds the numbers and
+:meth:`ServerLimits.uvicorn_options` turns them into ``uvicorn.run`` keyword arguments.
+docs/service.md#slow-clients.
 
 :func:`run_server` runs the server as ``uvicorn.run`` does, with :class:`GracefulServer`: after
 a graceful shutdown on SIGTERM the process exits 0. docs/service.md#shutdown.
 
-This module imports only the standard library, uvicorn and httptools, so the emulator's command may
-use it as well as the service's.
+This module imports only the standard library, uvicorn and httptools, so the emulator's
+command may use it as well as the service's.
 """
 
 from __future__ import annotations
