@@ -71,15 +71,20 @@ async def _empty_pg(url: str) -> None:
         await engine.dispose()
 
 
+@pytest.fixture
+def pg_url(pg_database: str) -> Iterator[str]:
+    """The session's PostgreSQL database, emptied after the test (the next one starts clean)."""
+    yield pg_database
+    asyncio.run(_empty_pg(pg_database))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test that uses it runs once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
-        return
-    url: str = request.getfixturevalue("pg_database")
-    yield url
-    asyncio.run(_empty_pg(url))
+        return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture

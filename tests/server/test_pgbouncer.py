@@ -91,11 +91,11 @@ def _run_as() -> list[str]:
 
 
 @pytest.fixture
-def bouncer(pg_database: str, tmp_path: Path) -> Iterator[str]:
+def bouncer(pg_url: str, tmp_path: Path) -> Iterator[str]:
     """PgBouncer on a free loopback port in front of the test database (migrated directly);
     yields the database's URL through it."""
     binary = _pgbouncer_binary()
-    asyncio.run(_migrate_directly(pg_database))
+    asyncio.run(_migrate_directly(pg_url))
     workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     workdir.chmod(0o755)  # readable by the user it switches to
     port = free_port()
@@ -104,7 +104,7 @@ def bouncer(pg_database: str, tmp_path: Path) -> Iterator[str]:
     proc = subprocess.Popen([binary, *_run_as(), str(ini)], stdout=log, stderr=log)
     try:
         _wait_listening(port, proc, tmp_path / "pgbouncer.log")
-        name = pg_database.rsplit("/", 1)[1]
+        name = pg_url.rsplit("/", 1)[1]
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{name}"
     finally:
         proc.terminate()
