@@ -23,7 +23,7 @@ KEY_LIMIT = 10
 
 
 @pytest.fixture
-def processes(tmp_path: Path, pg_database: str) -> Iterator[dict[str, object]]:
+def processes(tmp_path: Path, pg_url: str) -> Iterator[dict[str, object]]:
     started: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
     try:
@@ -56,7 +56,7 @@ def processes(tmp_path: Path, pg_database: str) -> Iterator[dict[str, object]]:
             **os.environ,
             "APPLECONNECT_MODE": "sandbox",
             "APPLECONNECT_PUBLIC_URL": public,
-            "APPLECONNECT_DATABASE_URL": pg_database,
+            "APPLECONNECT_DATABASE_URL": pg_url,
             "APPLECONNECT_APPLE_BASE_URL": apple,
             "APPLECONNECT_TEAM_ID": creds["team_id"],
             "APPLECONNECT_KEY_ID": creds["key_id"],

@@ -69,13 +69,13 @@ def _wait(condition: object, what: str, timeout: float = 120.0) -> None:
 
 
 @pytest.fixture
-def served(tmp_path: Path, pg_database: str) -> Iterator[Served]:
+def served(tmp_path: Path, pg_url: str) -> Iterator[Served]:
     port = free_port()
     env = {
         **_clean_environ(),
         # Sandbox-mode settings against no in-process emulator: production's HTTPS rules off.
         "APPLECONNECT_MODE": "sandbox",
-        "APPLECONNECT_DATABASE_URL": pg_database,
+        "APPLECONNECT_DATABASE_URL": pg_url,
         "APPLECONNECT_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "APPLECONNECT_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     }
