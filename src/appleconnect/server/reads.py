@@ -1,10 +1,17 @@
 """The reads on every request's path (a session's user, an API key), at the cost of the query.
 
-On PostgreSQL a read is one statement on the async engine in autocommit mode: no ``BEGIN``
-before it and no ``ROLLBACK`` after it, one round trip instead of three (a single statement
-reads one consistent snapshot anyway). Not behind PgBouncer in transaction pooling
-(``database_pgbouncer``): there a statement outside a transaction may be prepared on one server
-connection and executed on another, so the read keeps its transaction.
+A read returns its first row as a mapping (column name to value), the same on every backend.
+On PostgreSQL a read is one statement outside a transaction: no ``BEGIN`` before it and no
+``ROLLBACK`` after it, one round trip instead of three (a single statement reads one
+consistent snapshot anyway). It runs on asyncpg directly, on a connection of the engine's
+pool, with the statement compiled once and asyncpg's prepared statement cached per connection
+(:mod:`.pg_reads`, docs/performance.md#postgresql-hot-reads), its values those SQLAlchemy
+would return (aware UTC datetimes...). While listeners watch the engine's statements
+(tracing), and for a statement of another shape (an expanding ``IN``), it runs on SQLAlchemy's
+engine in autocommit mode instead, so that they see it. Not behind PgBouncer in transaction
+pooling (``database_pgbouncer``): there a statement outside a transaction may be prepared on
+one server connection and executed on another, and no prepared statement may be kept, so the
+read keeps its transaction and SQLAlchemy's path.
 On SQLite the async engine runs each statement through aiosqlite's worker thread, four thread
 hops per statement (cursor, execute, fetch, close) that cost far more than the query; these
 reads instead go through a connection of the standard library's ``sqlite3`` used on the event
@@ -16,11 +23,14 @@ rare lock a checkpoint holds. docs/performance.md#sqlite-reads.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
-from sqlalchemy import Engine, Row, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
+
+from .pg_reads import PgReads
 
 __all__ = ["SQLITE_READ_TIMEOUT", "Reads"]
 
@@ -28,7 +38,7 @@ SQLITE_READ_TIMEOUT = 1.0
 
 
 class Reads:
-    """Run a read-only statement and return its first row."""
+    """Run a read-only statement and return its first row as a mapping."""
 
     def __init__(self, engine: AsyncEngine, *, autocommit: bool = True) -> None:
         self.engine = engine
@@ -36,20 +46,35 @@ class Reads:
             engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
         )
         self._sqlite: Engine | None = None
+        self._pg: PgReads | None = None
         url = engine.url
+        if (
+            autocommit
+            and url.get_backend_name() == "postgresql"
+            and url.get_driver_name() == "asyncpg"
+        ):
+            self._pg = PgReads(engine)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             self._sqlite = _sqlite_reader(url.set(drivername="sqlite+pysqlite"))
 
-    async def first(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+    async def first(
+        self, statement: Executable, params: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        pg = self._pg
+        if pg is not None and pg.takes(statement) and not pg.observed:
+            return await pg.first(statement, params)
         if self._sqlite is not None:
             with self._sqlite.connect() as conn:
-                return conn.execute(statement, params).first()
-        async with self._autocommit.connect() as conn:
-            return (await conn.execute(statement, params)).first()
+                row = conn.execute(statement, params).first()
+        else:
+            async with self._autocommit.connect() as connection:
+                row = (await connection.execute(statement, params)).first()
+        return None if row is None else cast(Mapping[str, Any], row._mapping)
 
     @property
     def engines(self) -> list[Engine]:
-        """The engines the reads run on (the async engine's, and SQLite's reader), to trace."""
+        """The engines the reads run on (the async engine's, and SQLite's reader), to trace;
+        a statement listener on the first moves PostgreSQL's reads to SQLAlchemy's path."""
         return [self.engine.sync_engine, *([self._sqlite] if self._sqlite is not None else [])]
 
     def dispose(self) -> None:

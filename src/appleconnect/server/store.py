@@ -155,16 +155,17 @@ async def check_api_key(
         return None
     digest = hash_token(raw)
     key = await reads.first(_API_KEY_BY_HASH, {"digest": digest})
-    if key is None or key.revoked_at is not None:
+    if key is None or key["revoked_at"] is not None:
         return None
-    if not constant_time_equal(key.key_hash, digest):  # pragma: no cover - defence in depth
+    if not constant_time_equal(key["key_hash"], digest):  # pragma: no cover - defence in depth
         return None
     now = now or utcnow()
-    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
+    last_used_at = key["last_used_at"]
+    if last_used_at is None or now - last_used_at > _LAST_USED_RESOLUTION:
         async with sessions() as db:
-            await db.execute(_API_KEY_USED, {"key_id": key.id, "now": now})
+            await db.execute(_API_KEY_USED, {"key_id": key["id"], "now": now})
             await db.commit()
-    return int(key.id)
+    return int(key["id"])
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -218,7 +219,7 @@ async def session_user(*, reads: Reads, raw: str, now: datetime | None = None) -
     row = await reads.first(_SESSION_USER, {"digest": digest})
     if row is None:
         return None
-    values = row._asdict()
+    values = dict(row)
     if not constant_time_equal(values.pop("session_token_hash"), digest):  # pragma: no cover
         return None
     if values.pop("session_expires_at") <= (now or utcnow()):

@@ -1,0 +1,284 @@
+"""The hot reads on PostgreSQL (``Reads`` on asyncpg directly, :mod:`appleconnect.server.pg_reads`)
+against SQLAlchemy's own execution of the same statements on the same rows: the same values of
+the same types, the same errors, and the connection back in the pool whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    JSON,
+    Column,
+    Date,
+    Float,
+    Integer,
+    Interval,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    Table,
+    Uuid,
+    bindparam,
+    cast,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql import Executable
+
+from appleconnect.server import store
+from appleconnect.server.db import migrate, session_factory
+from appleconnect.server.health import is_database_unavailable
+from appleconnect.server.models import Base, User
+from appleconnect.server.pg_reads import MAX_STATEMENTS, PgReads
+from appleconnect.server.reads import Reads
+from appleconnect.server.security import hash_token
+
+T0 = dt.datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(pg_database, pool_size=2, max_overflow=0)
+    await migrate(engine)
+    try:
+        yield engine
+    finally:
+        async with engine.begin() as conn:
+            tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await engine.dispose()
+
+
+async def by_sqlalchemy(engine: AsyncEngine, statement: Executable, params: dict[str, Any]) -> Any:
+    async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        row = (await conn.execute(statement, params)).first()
+    return None if row is None else row._asdict()
+
+
+def assert_same(fast: dict[str, Any] | None, slow: dict[str, Any] | None) -> None:
+    assert fast == slow
+    if fast is not None and slow is not None:
+        assert list(fast) == list(slow)
+        for key, value in fast.items():
+            assert type(value) is type(slow[key]), key
+            if isinstance(value, dt.datetime):
+                assert value.tzinfo is dt.UTC, key
+
+
+async def seed(engine: AsyncEngine) -> tuple[str, str, str]:
+    """A session and two API keys (one used, one revoked), with datetimes set and unset."""
+    async with session_factory(engine)() as db:
+        user, _ = await store.upsert_user(
+            db=db,
+            identity=store.Identity(
+                sub="001234.fast",
+                email="fast@example.com",
+                email_verified=True,
+                is_private_email=False,
+                transfer_sub=None,
+                claims={"a": 1},
+            ),
+            client_id="com.example.web",
+            default_role="subscriber",
+            first_name="Zoë",
+            last_name=None,
+        )
+        session = await store.create_session(db=db, user_id=user.id, ttl=3600, now=T0)
+        used = await store.create_api_key(db=db, name="used", now=T0)
+        revoked = await store.create_api_key(db=db, name="revoked", now=T0)
+        await db.commit()
+    async with session_factory(engine)() as db:
+        await store.revoke_api_key(db=db, key_id=2, now=T0 + dt.timedelta(seconds=1))
+        await db.commit()
+    await store.check_api_key(
+        reads=Reads(engine), sessions=session_factory(engine), raw=used, now=T0
+    )
+    return session, used, revoked
+
+
+async def test_rows_are_those_of_sqlalchemy(engine: AsyncEngine) -> None:
+    reads = Reads(engine)
+    assert reads._pg is not None
+    session, used, revoked = await seed(engine)
+    cases = [
+        (store._SESSION_USER, session),
+        (store._SESSION_USER, "acs_unknown"),
+        (store._API_KEY_BY_HASH, used),
+        (store._API_KEY_BY_HASH, revoked),
+        (store._API_KEY_BY_HASH, "ack_unknown"),
+    ]
+    for statement, raw in cases:
+        assert reads._pg.takes(statement)
+        params = {"digest": hash_token(raw)}
+        assert_same(
+            await reads.first(statement, params), await by_sqlalchemy(engine, statement, params)
+        )
+    user = await store.session_user(reads=reads, raw=session, now=T0)
+    assert user is not None
+    assert (user.sub, user.first_name, user.last_name) == ("001234.fast", "Zoë", None)
+    assert user.created_at.tzinfo is dt.UTC
+    assert await store.check_api_key(reads=reads, sessions=session_factory(engine), raw=used) == 1
+    assert (
+        await store.check_api_key(reads=reads, sessions=session_factory(engine), raw=revoked)
+        is None
+    )
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_types_with_processors_are_those_of_sqlalchemy(engine: AsyncEngine) -> None:
+    """Bind and result processors of other types (JSON, Numeric, intervals...) as well."""
+    statement = select(
+        cast(bindparam("n", type_=Numeric(10, 2)), Numeric(10, 2)).label("n"),
+        cast(bindparam("f", type_=Float), Float).label("f"),
+        cast(bindparam("j", type_=JSON), JSON).label("j"),
+        cast(bindparam("d", type_=Date), Date).label("d"),
+        cast(bindparam("i", type_=Interval), Interval).label("i"),
+        cast(bindparam("u", type_=Uuid), Uuid).label("u"),
+        cast(bindparam("b", type_=LargeBinary), LargeBinary).label("b"),
+        func.now().label("now"),
+    )
+    params = {
+        "n": decimal.Decimal("12.34"),
+        "f": 1.5,
+        "j": {"k": [1, "two", None]},
+        "d": dt.date(2026, 3, 1),
+        "i": dt.timedelta(days=1, seconds=2),
+        "u": uuid.UUID(int=7),
+        "b": b"\x00\xff",
+    }
+    reads = Reads(engine)
+    assert reads._pg is not None
+    assert reads._pg.takes(statement)
+    fast, slow = (
+        await reads.first(statement, params),
+        await by_sqlalchemy(engine, statement, params),
+    )
+    assert fast is not None
+    assert slow is not None
+    assert fast.pop("now").tzinfo is not None
+    assert slow.pop("now").tzinfo is not None
+    assert_same(fast, slow)
+
+
+async def test_watched_engines_and_other_statements_take_sqlalchemys_path(
+    engine: AsyncEngine,
+) -> None:
+    reads = Reads(engine)
+    session, _used, _revoked = await seed(engine)
+    expanding = select(User.sub).where(User.sub.in_(bindparam("subs", expanding=True)))
+    assert reads._pg is not None
+    assert not reads._pg.takes(expanding)
+    assert not reads._pg.takes(select(User.sub).where(User.id == 1))  # a value in the statement
+    assert await reads.first(expanding, {"subs": ["001234.fast"]}) == {"sub": "001234.fast"}
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert await store.session_user(reads=reads, raw=session, now=T0) is not None
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert len(seen) == 1
+    assert "FROM sessions JOIN users" in seen[0]
+    assert Reads(engine, autocommit=False)._pg is None  # behind PgBouncer: SQLAlchemy's path
+
+
+async def backend_pid(reads: Reads) -> int:
+    row = await reads.first(select(func.pg_backend_pid().label("pid")), {})
+    assert row is not None
+    return int(row["pid"])
+
+
+async def terminate(engine: AsyncEngine, pid: int) -> None:
+    async with engine.connect() as admin:
+        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await admin.commit()
+
+
+@pytest.mark.parametrize("path", ["asyncpg", "sqlalchemy"])
+async def test_a_dropped_connection_fails_as_with_sqlalchemy(
+    engine: AsyncEngine, pg_database: str, path: str
+) -> None:
+    """The read fails with SQLAlchemy's error, which says the database is unavailable (503),
+    the dead connection is dropped, and the next read runs on a new one."""
+    reads = Reads(engine)
+    assert reads._pg is not None
+    if path == "sqlalchemy":
+        reads._pg = None
+    pid = await backend_pid(reads)
+    admin = create_async_engine(pg_database)
+    try:
+        await terminate(admin, pid)
+    finally:
+        await admin.dispose()
+    pool = engine.sync_engine.pool
+    assert pool.checkedin() == 1  # type: ignore[attr-defined]  # the one just used
+    with pytest.raises(DBAPIError) as failed:
+        await backend_pid(reads)
+    assert failed.value.connection_invalidated
+    assert is_database_unavailable(failed.value)
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await backend_pid(reads) != pid
+
+
+async def test_a_cancelled_read_gives_its_connection_back(engine: AsyncEngine) -> None:
+    reads = Reads(engine)
+    sleep = select(func.pg_sleep(bindparam("s", type_=Float)).isnot(None).label("slept"))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(reads.first(sleep, {"s": 5.0}), 0.3)
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    for _ in range(3):
+        assert await reads.first(sleep, {"s": 0.0}) == {"slept": True}
+
+
+async def test_an_sql_error_is_sqlalchemys_and_keeps_the_connection(engine: AsyncEngine) -> None:
+    missing = Table("missing", MetaData(), Column("x", Integer))
+    statement = select(missing.c.x).where(missing.c.x == bindparam("x"))
+    reads = Reads(engine)
+    pid = await backend_pid(reads)
+    with pytest.raises(ProgrammingError) as fast:
+        await reads.first(statement, {"x": 1})
+    with pytest.raises(ProgrammingError) as slow:
+        await by_sqlalchemy(engine, statement, {"x": 1})
+    assert type(fast.value.orig) is type(slow.value.orig)
+    assert not fast.value.connection_invalidated
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert pid in {await backend_pid(reads) for _ in range(2)}
+
+
+async def test_a_failed_connect_raises_sqlalchemys_error(pg_database: str) -> None:
+    """A connect that fails (here: no such database) raises what ``engine.connect()`` does
+    (a ``DBAPIError`` since SQLAlchemy 2.1, asyncpg's error before)."""
+    engine = create_async_engine(pg_database.rsplit("/", 1)[0] + "/no_such_database_here")
+    statement = select(func.pg_backend_pid().label("pid"))
+    try:
+        with pytest.raises(Exception, match="no_such_database_here") as fast:
+            await Reads(engine).first(statement, {})
+        with pytest.raises(Exception, match="no_such_database_here") as slow:
+            await by_sqlalchemy(engine, statement, {})
+        assert type(fast.value) is type(slow.value)
+        assert type(getattr(fast.value, "orig", None)) is type(getattr(slow.value, "orig", None))
+        assert is_database_unavailable(fast.value) == is_database_unavailable(slow.value)
+    finally:
+        await engine.dispose()
+
+
+def test_statements_built_per_call_are_not_kept() -> None:
+    engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    reads = PgReads(engine)
+    made = [select(User.sub).where(User.id == bindparam("id")) for _ in range(MAX_STATEMENTS + 1)]
+    assert all(reads.takes(statement) for statement in made[:MAX_STATEMENTS])
+    assert not reads.takes(made[-1])
+    assert reads.takes(made[0])
