@@ -224,7 +224,11 @@ async def session_user(*, reads: Reads, raw: str, now: datetime | None = None) -
         return None
     if values.pop("session_expires_at") <= (now or utcnow()):
         return None
-    return User(**values)
+    # Built as the ORM loads an object (its state's dict filled, nothing marked modified), not
+    # through ``User(**values)``, whose per-attribute events cost about 20 us per check.
+    user: User = User.__mapper__.class_manager.new_instance()
+    user.__dict__.update(values)
+    return user
 
 
 async def end_session(*, db: DbSession, raw: str) -> bool:
