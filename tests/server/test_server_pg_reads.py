@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from server_helpers import seed_user
 from sqlalchemy import (
     JSON,
     Column,
@@ -78,21 +79,7 @@ def assert_same(fast: dict[str, Any] | None, slow: dict[str, Any] | None) -> Non
 async def seed(engine: AsyncEngine) -> tuple[str, str, str]:
     """A session and two API keys (one used, one revoked), with datetimes set and unset."""
     async with session_factory(engine)() as db:
-        user, _ = await store.upsert_user(
-            db=db,
-            identity=store.Identity(
-                sub="001234.fast",
-                email="fast@example.com",
-                email_verified=True,
-                is_private_email=False,
-                transfer_sub=None,
-                claims={"a": 1},
-            ),
-            client_id="com.example.web",
-            default_role="subscriber",
-            first_name="Zoë",
-            last_name=None,
-        )
+        user = await seed_user(db, "001234.fast", "fast@example.com", first_name="Zoë")
         session = await store.create_session(db=db, user_id=user.id, ttl=3600, now=T0)
         used = await store.create_api_key(db=db, name="used", now=T0)
         revoked = await store.create_api_key(db=db, name="revoked", now=T0)
