@@ -482,7 +482,7 @@ if click is not None:
     ) -> None:
         """Run the emulator of Apple's side of Sign in with Apple."""
         from appleconnect._logredact import install_log_redaction
-        from appleconnect._serving import listen_problem
+        from appleconnect._serving import listen_problem, run_server
         from appleconnect.emulator import serve
 
         problem = listen_problem(host, port)
@@ -497,6 +497,7 @@ if click is not None:
             control_api=control_api,
             server_options=_server_limits(limits).uvicorn_options(),
             smtp_port=smtp_port,
+            run=run_server,  # exits 0 after SIGTERM (uvicorn.run re-raises the signal: 143)
         )
 
     @cli.command(

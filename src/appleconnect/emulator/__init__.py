@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ def serve(
     control_api: bool | None,
     server_options: Mapping[str, Any] | None = None,
     smtp_port: int | None = None,
+    run: Callable[..., None] | None = None,
 ) -> None:
     """Run the emulator with uvicorn until interrupted.
 
@@ -79,9 +80,11 @@ def serve(
 
     ``control_api=None`` serves the control API only on a loopback address. Prints where
     ``credentials.json`` is and the base URL to point a client at. ``server_options`` are more
-    keyword arguments for ``uvicorn.run`` (``appleconnect emulator`` passes its timeouts).
+    keyword arguments for ``uvicorn.run`` (``appleconnect emulator`` passes its timeouts);
+    ``run`` replaces ``uvicorn.run`` (the command passes its graceful server, which exits 0
+    after SIGTERM).
     """
-    from appleconnect._serving import run_server
+    import uvicorn
 
     enabled = control_api_enabled(host, control_api)
     shown_host = f"[{host}]" if ":" in host else host
@@ -110,8 +113,7 @@ def serve(
         out.write(f"  email relay SMTP:  {shown_host}:{smtp.port}\n")
     out.flush()
     try:
-        # Exits 0 after a graceful shutdown on SIGTERM (uvicorn.run would re-raise the signal).
-        run_server(app, host=host, port=port, log_level="info", **(server_options or {}))
+        (run or uvicorn.run)(app, host=host, port=port, log_level="info", **(server_options or {}))
     finally:
         if smtp is not None:
             smtp.stop()
