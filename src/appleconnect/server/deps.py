@@ -8,18 +8,17 @@ panel), and the exception handlers (:mod:`.error_handlers`) answer.
 
 None of them declares a query, header or body parameter, so they add no parameter to the
 OpenAPI document: the REST API's parameters are read by :func:`.params.read_params` and
-described by :mod:`.openapi`. The API key and the session declare FastAPI security schemes
-(:data:`API_KEY_SCHEMES`, :data:`SESSION_SCHEMES`) only so that the document names the ways
-they may be sent; the values are read by :func:`.params.api_key_of` and
+described by :mod:`.openapi`, which also names the ways the API key and the session may be
+sent (its security schemes); the values are read by :func:`.params.api_key_of` and
 :func:`.params.bearer_or_param`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Security
-from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
+from fastapi import Depends
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
@@ -29,7 +28,7 @@ from .container import ServiceContainer
 from .errors import AdminRequired, Forbidden, ServiceError
 from .live_settings import LiveSettings
 from .models import User
-from .params import API_KEY_HEADER, api_key_of, bearer_or_param, read_params
+from .params import api_key_of, bearer_or_param, read_params
 from .ratelimit import rate_limited
 from .settings import Settings
 
@@ -37,14 +36,15 @@ __all__ = [
     "AdminForm",
     "AdminFormWithFile",
     "AdminSession",
-    "ApiKey",
+    "ApiParams",
     "ContainerDep",
+    "CurrentSession",
     "CurrentSettings",
     "CurrentUser",
     "IpLimit",
     "LiveSettingsDep",
-    "Params",
-    "SessionToken",
+    "SignedIn",
+    "check_api_key",
     "client_host",
     "get_container",
     "user_of_session",
@@ -92,54 +92,13 @@ async def _live_settings(request: Request) -> LiveSettings:
 LiveSettingsDep = Annotated[LiveSettings, Depends(_live_settings)]
 
 
-async def get_params(request: Request) -> dict[str, str]:
-    """The REST API's parameters, from the query string and the body (:func:`.read_params`)."""
-    return await read_params(request)
-
-
-Params = Annotated[dict[str, str], Depends(get_params)]
-
-
-# --- how the API key and the session token may be sent (for the OpenAPI document) -----------
-
-_DISCOURAGED = "discouraged: query strings end up in logs, histories and Referer headers"
-API_KEY_SCHEMES = (
-    APIKeyHeader(
-        name=API_KEY_HEADER,
-        scheme_name="apiKeyHeader",
-        description="The API key (preferred).",
-        auto_error=False,
-    ),
-    APIKeyQuery(
-        name="key",
-        scheme_name="apiKeyParameter",
-        description=f"The API key as the 'key' parameter, in the query or the body "
-        f"({_DISCOURAGED}).",
-        auto_error=False,
-    ),
-)
-SESSION_SCHEMES = (
-    HTTPBearer(
-        scheme_name="sessionBearer",
-        description="The session token from apple_connect: Authorization: Bearer acs_… "
-        "(preferred).",
-        auto_error=False,
-    ),
-    APIKeyQuery(
-        name="cookie",
-        scheme_name="sessionParameter",
-        description="The session token as the 'cookie' parameter, in the query or the body "
-        f"({_DISCOURAGED}).",
-        auto_error=False,
-    ),
-)
-_KeyHeader = Annotated[object, Security(API_KEY_SCHEMES[0])]
-_KeyParameter = Annotated[object, Security(API_KEY_SCHEMES[1])]
-_SessionBearer = Annotated[object, Security(SESSION_SCHEMES[0])]
-_SessionParameter = Annotated[object, Security(SESSION_SCHEMES[1])]
-
-
-# --- rate limits and the API key -----------------------------------------------------------
+# --- rate limits, the API key and the session ----------------------------------------------
+#
+# A route of the REST API declares one dependency for its credential (ApiParams, CurrentUser,
+# CurrentSession) that does the whole check in one coroutine: each dependency FastAPI resolves
+# costs a few microseconds of its own, and the session check is the service's most frequent
+# request (docs/performance.md#framework-cost-per-request). How the key and the session may be
+# sent is declared in the OpenAPI document by :mod:`.openapi`, not by FastAPI security schemes.
 
 
 def client_host(request: Request) -> str | None:
@@ -147,22 +106,22 @@ def client_host(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def limit_ip(request: Request, service: ContainerDep) -> None:
-    """Count the request against its client IP (shared by all processes), or raise 429."""
+async def _hit_ip(request: Request, service: ServiceContainer) -> None:
     wait = await service.limiter.hit_ip(sessions=service.sessions, host=client_host(request))
     if wait is not None:
         raise rate_limited(wait)
 
 
+async def limit_ip(request: Request, service: ContainerDep) -> None:
+    """Count the request against its client IP (shared by all processes), or raise 429."""
+    await _hit_ip(request, service)
+
+
 IpLimit = Annotated[None, Depends(limit_ip)]
 
 
-async def require_api_key(
-    request: Request,
-    service: ContainerDep,
-    values: Params,
-    _header: _KeyHeader,
-    _parameter: _KeyParameter,
+async def check_api_key(
+    request: Request, service: ServiceContainer, values: dict[str, str]
 ) -> None:
     """Check the API key (``X-API-Key`` or ``key``), counting the request against the client
     IP and the key.
@@ -171,10 +130,7 @@ async def require_api_key(
     looked up with one read (:func:`.store.check_api_key`).
     """
     raw = api_key_of(request, values)
-    limiter = service.limiter
-    wait = await limiter.hit_ip(sessions=service.sessions, host=client_host(request))
-    if wait is not None:
-        raise rate_limited(wait)
+    await _hit_ip(request, service)
     if not raw:
         raise ServiceError(
             "missing_parameter",
@@ -187,30 +143,20 @@ async def require_api_key(
         raise ServiceError(
             "invalid_key", "The API key is invalid or revoked.", status=401, field="key"
         )
-    key_wait = await limiter.hit_key(sessions=service.sessions, key_id=key_id)
+    key_wait = await service.limiter.hit_key(sessions=service.sessions, key_id=key_id)
     if key_wait is not None:
         raise rate_limited(key_wait, field="key")
 
 
-ApiKey = Annotated[None, Depends(require_api_key)]
+async def api_params(request: Request) -> dict[str, str]:
+    """The parameters of a REST API call (:func:`.read_params`), once its API key is checked
+    (:func:`check_api_key`): a malformed parameter is refused before the key is looked at."""
+    values = await read_params(request)
+    await check_api_key(request, get_container(request), values)
+    return values
 
 
-# --- the signed-in user --------------------------------------------------------------------
-
-
-async def session_token(
-    request: Request,
-    _limit: IpLimit,
-    values: Params,
-    _bearer: _SessionBearer,
-    _parameter: _SessionParameter,
-) -> str:
-    """The session an app sends: ``Authorization: Bearer`` or the ``cookie`` parameter; the
-    request is counted against its client IP first."""
-    return bearer_or_param(request, values)
-
-
-SessionToken = Annotated[str, Depends(session_token)]
+ApiParams = Annotated[dict[str, str], Depends(api_params)]
 
 
 async def user_of_session(service: ServiceContainer, token: str) -> User:
@@ -226,10 +172,30 @@ async def user_of_session(service: ServiceContainer, token: str) -> User:
     return user
 
 
-async def current_user(service: ContainerDep, token: SessionToken) -> User:
-    return await user_of_session(service, token)
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """The session a REST API call names (its token) and the user it belongs to."""
+
+    token: str
+    user: User
 
 
+async def current_session(request: Request) -> SignedIn:
+    """The session an app sends, ``Authorization: Bearer`` or the ``cookie`` parameter
+    (:func:`.bearer_or_param`), and its user; the request is counted against its client IP
+    first, and an unknown or expired session is ``invalid_cookie`` (401)."""
+    service = get_container(request)
+    await _hit_ip(request, service)
+    token = bearer_or_param(request, await read_params(request))
+    return SignedIn(token, await user_of_session(service, token))
+
+
+async def current_user(request: Request) -> User:
+    """The signed-in user of a REST API call (:func:`current_session`)."""
+    return (await current_session(request)).user
+
+
+CurrentSession = Annotated[SignedIn, Depends(current_session)]
 CurrentUser = Annotated[User, Depends(current_user)]
 
 

@@ -14,13 +14,16 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .params import MAX_LENGTHS
+from .params import API_KEY_HEADER, MAX_LENGTHS
 
 __all__ = [
+    "API_KEY_SECURITY",
     "CALLBACK_BODY",
     "CALLBACK_RESPONSES",
     "NOTIFICATION_BODY",
     "NOTIFICATION_RESPONSES",
+    "SECURITY_SCHEMES",
+    "SESSION_SECURITY",
     "SUCCESS_SCHEMAS",
     "WEB_RESPONSES",
     "api_operation",
@@ -223,6 +226,44 @@ def api_paths(path: str, methods: list[str]) -> list[tuple[str, str, str, bool]]
     ]
 
 
+_DISCOURAGED = "discouraged: query strings end up in logs, histories and Referer headers"
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "apiKeyHeader": {
+        "type": "apiKey",
+        "description": "The API key (preferred).",
+        "in": "header",
+        "name": API_KEY_HEADER,
+    },
+    "apiKeyParameter": {
+        "type": "apiKey",
+        "description": f"The API key as the 'key' parameter, in the query or the body "
+        f"({_DISCOURAGED}).",
+        "in": "query",
+        "name": "key",
+    },
+    "sessionBearer": {
+        "type": "http",
+        "description": "The session token from apple_connect: Authorization: Bearer acs_… "
+        "(preferred).",
+        "scheme": "bearer",
+    },
+    "sessionParameter": {
+        "type": "apiKey",
+        "description": "The session token as the 'cookie' parameter, in the query or the body "
+        f"({_DISCOURAGED}).",
+        "in": "query",
+        "name": "cookie",
+    },
+}
+"""How the API key and the session may be sent. They are declared here rather than as FastAPI
+``Security`` dependencies, which would be resolved on every request only to be described
+(the values are read by :func:`.params.api_key_of` and :func:`.params.bearer_or_param`)."""
+
+API_KEY_SECURITY = ("apiKeyHeader", "apiKeyParameter")
+SESSION_SECURITY = ("sessionBearer", "sessionParameter")
+"""The ``security`` of an operation: either scheme of the pair is enough."""
+
+
 _NO_CONTROL = "^[^\\x00-\\x1f\\x7f]*$"
 """Control characters are refused in every parameter but ``user``."""
 
@@ -242,10 +283,16 @@ _QUERY_OR_BODY = (
 
 
 def api_operation(
-    params: Mapping[str, str], *, name: str, method: str, errors: tuple[str, ...]
+    params: Mapping[str, str],
+    *,
+    name: str,
+    method: str,
+    errors: tuple[str, ...],
+    security: tuple[str, ...],
 ) -> dict[str, Any]:
     """Describe an operation of the REST API: its parameters (the query string for GET, a form
-    or JSON body for POST), its answer and its errors."""
+    or JSON body for POST), its answer, its errors and its credential (``security``: names in
+    :data:`SECURITY_SCHEMES`)."""
     operation: dict[str, Any] = {
         "description": _QUERY_OR_BODY,
         "responses": {
@@ -255,6 +302,7 @@ def api_operation(
             },
             **error_responses(*errors),
         },
+        "security": [{scheme: []} for scheme in security],
     }
     if not params:
         return operation
@@ -284,7 +332,8 @@ def api_operation(
 def install(app: FastAPI) -> None:
     """Make ``app``'s document exact: FastAPI adds a 422 answer to every operation with a
     parameter, but a parameter FastAPI refuses is answered 400 here
-    (:mod:`.error_handlers`), which the operations already describe."""
+    (:mod:`.error_handlers`), which the operations already describe; and add the security
+    schemes the REST API's operations name (:data:`SECURITY_SCHEMES`)."""
     generate = app.openapi
 
     def document() -> dict[str, Any]:
@@ -298,6 +347,8 @@ def install(app: FastAPI) -> None:
                 schemas.pop(name, None)
             if not schemas:
                 schema.get("components", {}).pop("schemas", None)
+            schemes = {name: dict(scheme) for name, scheme in SECURITY_SCHEMES.items()}
+            schema.setdefault("components", {})["securitySchemes"] = schemes
         return app.openapi_schema or {}
 
     app.openapi = document  # type: ignore[method-assign]

@@ -20,9 +20,9 @@ from appleconnect import InvalidAuthorizationResponse, parse_authorization_respo
 
 from .. import store
 from ..container import ServiceContainer
-from ..deps import ApiKey, ContainerDep, CurrentUser, Params, SessionToken
+from ..deps import ApiParams, ContainerDep, CurrentSession, CurrentUser
 from ..errors import invalid, state_error
-from ..openapi import api_operation, api_paths
+from ..openapi import API_KEY_SECURITY, SESSION_SECURITY, api_operation, api_paths
 from ..params import required
 from ..settings import Settings
 from ..signin import (
@@ -54,8 +54,10 @@ def _add(
     summary: str,
     params: Mapping[str, str],
     errors: tuple[str, ...],
+    security: tuple[str, ...],
 ) -> None:
-    """Route ``endpoint`` on ``path`` and ``path/`` for each method, described in the schema."""
+    """Route ``endpoint`` on ``path`` and ``path/`` for each method, described in the schema
+    (``security``: how its credential may be sent, :data:`..openapi.SECURITY_SCHEMES`)."""
     for p, method, op_id, in_schema in api_paths(path, methods):
         router.add_api_route(
             p,
@@ -65,7 +67,11 @@ def _add(
             include_in_schema=in_schema,
             summary=summary,
             openapi_extra=api_operation(
-                params, name=path.rsplit("/", 1)[-1], method=method, errors=errors
+                params,
+                name=path.rsplit("/", 1)[-1],
+                method=method,
+                errors=errors,
+                security=security,
             ),
         )
 
@@ -73,7 +79,7 @@ def _add(
 # --- with the API key ----------------------------------------------------------------------
 
 
-async def apple_request_auth(service: ContainerDep, values: Params, _key: ApiKey) -> Response:
+async def apple_request_auth(service: ContainerDep, values: ApiParams) -> Response:
     settings = service.settings
     allowed = settings.app_redirect_uris or (settings.effective_redirect_uri,)
     redirect_uri = values.get("redirect_uri") or allowed[0]
@@ -109,10 +115,11 @@ _add(
     "Make an authorization URL with server-side state",
     {"redirect_uri": "one of app_redirect_uris"},
     _API_ERRORS,
+    API_KEY_SECURITY,
 )
 
 
-async def apple_connect(service: ContainerDep, values: Params, _key: ApiKey) -> Response:
+async def apple_connect(service: ContainerDep, values: ApiParams) -> Response:
     settings = service.settings
     forward = values.get("redirect_uri")
     if forward and forward not in settings.forward_uris:
@@ -147,6 +154,7 @@ _add(
         "client_id": "which configured client id the code was issued to",
     },
     (*_API_ERRORS, "502"),
+    API_KEY_SECURITY,
 )
 
 
@@ -245,7 +253,7 @@ async def _forward(service: ServiceContainer, url: str, body: Mapping[str, Any])
 # --- with a session ------------------------------------------------------------------------
 
 _SESSION: dict[str, str] = {}
-"""The session is the only parameter, described by the security schemes (:mod:`..deps`)."""
+"""The session is the only parameter, described by the security schemes (:mod:`..openapi`)."""
 
 
 async def validate_auth_cookie(user: CurrentUser) -> Response:
@@ -256,10 +264,10 @@ async def get_currentuserinfo(user: CurrentUser) -> Response:
     return JSONResponse({"status": "ok", "user": user_json(user)})
 
 
-async def logout(service: ContainerDep, user: CurrentUser, token: SessionToken) -> Response:
+async def logout(service: ContainerDep, session: CurrentSession) -> Response:
     async with service.sessions() as db:
-        await store.end_session(db=db, raw=token)
-        await store.audit(db=db, event="session.ended", actor="user", sub=user.sub)
+        await store.end_session(db=db, raw=session.token)
+        await store.audit(db=db, event="session.ended", actor="user", sub=session.user.sub)
         await db.commit()
     return JSONResponse({"status": "ok"})
 
@@ -284,6 +292,7 @@ _add(
     "Check a session",
     _SESSION,
     _API_ERRORS,
+    SESSION_SECURITY,
 )
 _add(
     "/api/get_currentuserinfo",
@@ -292,8 +301,9 @@ _add(
     "The signed-in user",
     _SESSION,
     _API_ERRORS,
+    SESSION_SECURITY,
 )
-_add("/api/logout", ["POST"], logout, "End the session", _SESSION, _API_ERRORS)
+_add("/api/logout", ["POST"], logout, "End the session", _SESSION, _API_ERRORS, SESSION_SECURITY)
 _add(
     "/api/delete_account",
     ["POST"],
@@ -301,4 +311,5 @@ _add(
     "Revoke at Apple and delete the user",
     _SESSION,
     (*_API_ERRORS, "404"),
+    SESSION_SECURITY,
 )
