@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .container import ServiceContainer
 
-__all__ = ["HSTS", "PAGE_POLICY", "SecurityHeaders", "add_security_headers"]
+__all__ = ["HSTS", "PAGE_POLICY", "SecurityHeaders", "add_security_headers", "secure"]
 
 PAGE_POLICY = (
     "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; form-action 'self'; "
@@ -37,6 +37,15 @@ HSTS = "max-age=31536000"
 """One year, this host only: ``includeSubDomains`` and ``preload`` are the domain owner's call."""
 
 _POLICY_TYPES = (b"text/html", b"application/json")
+_DEFAULTS = (
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+_CSP = b"content-security-policy"
+_PAGE_POLICY = PAGE_POLICY.encode("latin-1")
+_HSTS = (b"strict-transport-security", HSTS.encode("latin-1"))
+RawHeaders = list[tuple[bytes, bytes]]
 
 
 class SecurityHeaders:
@@ -54,7 +63,8 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                add_security_headers(MutableHeaders(scope=message), production=production)
+                headers = message["headers"] = list(message.get("headers", ()))
+                secure(headers, production=production)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -62,15 +72,34 @@ class SecurityHeaders:
 
 def add_security_headers(headers: MutableHeaders, *, production: bool) -> None:
     """Set the headers the response does not set itself."""
-    headers.setdefault("Cache-Control", "no-store")
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    policy = headers.get("Content-Security-Policy")
-    if policy is None:
-        content_type = headers.get("content-type", "").encode("latin-1").lower()
-        if content_type.startswith(_POLICY_TYPES):
-            headers["Content-Security-Policy"] = PAGE_POLICY
-    elif "frame-ancestors" not in policy:
-        headers["Content-Security-Policy"] = policy.rstrip("; ") + "; frame-ancestors 'none'"
-    if production:
-        headers.setdefault("Strict-Transport-Security", HSTS)
+    secure(headers.raw, production=production)
+
+
+def secure(headers: RawHeaders, *, production: bool) -> None:
+    """Add to raw ASGI ``headers``, in place, what the response does not set itself. One pass
+    over the response's own headers: this runs for every answer the service gives."""
+    names: set[bytes] = set()
+    policy: bytes | None = None
+    policy_at = -1
+    content_type = b""
+    for index, (name, value) in enumerate(headers):
+        lowered = name.lower()
+        if lowered == _CSP:
+            if policy is None:
+                policy, policy_at = value, index
+        elif lowered == b"content-type" and lowered not in names:
+            content_type = value
+        names.add(lowered)
+    if policy is not None and b"frame-ancestors" not in policy:
+        # As MutableHeaders' assignment does: the first one is replaced, any other dropped.
+        fixed = (_CSP, policy.rstrip(b"; ") + b"; frame-ancestors 'none'")
+        headers[:] = [
+            fixed if i == policy_at else h
+            for i, h in enumerate(headers)
+            if i == policy_at or h[0].lower() != _CSP
+        ]
+    headers.extend(header for header in _DEFAULTS if header[0] not in names)
+    if policy is None and content_type.lower().startswith(_POLICY_TYPES):
+        headers.append((_CSP, _PAGE_POLICY))
+    if production and _HSTS[0] not in names:
+        headers.append(_HSTS)
