@@ -129,14 +129,40 @@ def _has_refresh_token(scope: Scope, body: bytes) -> bool:
 
 
 class _Exchange:
-    """What the middleware keeps of one request and its answer."""
+    """What the middleware keeps of one request and its answer: the bodies only on the routes
+    whose outcome is read from them (the API sign-in's request, a notification's answer), the
+    cookies and redirect only on the web sign-in."""
+
+    __slots__ = ("location", "request_body", "response_body", "route", "sets_cookie", "status")
 
     def __init__(self) -> None:
         self.status = 500
+        self.route = ""
         self.request_body = b""
         self.response_body = b""
         self.sets_cookie: list[bytes] = []
         self.location = b""
+
+    def started(self, scope: Scope, message: Message) -> None:
+        self.status = message["status"]
+        self.route = _route(scope)
+        if self.route in WEB_SIGNIN:
+            headers = message.get("headers", ())
+            self.sets_cookie = [v for k, v in headers if k.lower() == b"set-cookie"]
+            self.location = next((v for k, v in headers if k.lower() == b"location"), b"")
+
+
+_TIMERS: dict[tuple[str, str, str], Any] = {}
+"""The histogram's labelled children, kept here: ``labels()`` checks and converts its
+arguments on every call, and this is done for every request."""
+
+
+def _observe(route: str, method: str, status: int, seconds: float) -> None:
+    key = (route, method, str(status))
+    timer = _TIMERS.get(key)
+    if timer is None:
+        timer = _TIMERS[key] = REQUESTS.labels(*key)
+    timer.observe(seconds)
 
 
 class MetricsMiddleware:
@@ -153,28 +179,32 @@ class MetricsMiddleware:
         seen = _Exchange()
 
         async def tee_receive() -> Message:
+            # Called by a handler, after routing: the route is known.
             message = await receive()
-            if message["type"] == "http.request" and len(seen.request_body) < _CAPTURE:
+            if (
+                message["type"] == "http.request"
+                and len(seen.request_body) < _CAPTURE
+                and _route(scope) == API_SIGNIN
+            ):
                 seen.request_body += message.get("body", b"")
             return message
 
         async def tee_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                seen.status = message["status"]
-                headers = message.get("headers", ())
-                seen.sets_cookie = [v for k, v in headers if k.lower() == b"set-cookie"]
-                seen.location = next((v for k, v in headers if k.lower() == b"location"), b"")
-            elif message["type"] == "http.response.body" and len(seen.response_body) < _CAPTURE:
+                seen.started(scope, message)
+            elif (
+                seen.route == NOTIFICATION_ROUTE
+                and message["type"] == "http.response.body"
+                and len(seen.response_body) < _CAPTURE
+            ):
                 seen.response_body += message.get("body", b"")
             await send(message)
 
         try:
-            await self.app(scope, tee_receive, tee_send)
+            await self.app(scope, tee_receive if scope["method"] == "POST" else receive, tee_send)
         finally:
             route = _route(scope)
-            REQUESTS.labels(route, scope["method"], str(seen.status)).observe(
-                time.perf_counter() - started
-            )
+            _observe(route, scope["method"], seen.status, time.perf_counter() - started)
             _count(scope, route, seen)
 
 
