@@ -27,6 +27,9 @@ __all__ = [
 ]
 
 
+_UNFRAMED_MEANS_EMPTY = ("1.0", "1.1")
+
+
 class BodyLimit:
     """Refuse request bodies over ``limit`` bytes with 413, before a handler reads them."""
 
@@ -38,9 +41,19 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _too_large(scope, receive, send)
+        framed = False  # whether the request says it has a body
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.limit:
+                    await _too_large(scope, receive, send)
+                    return
+                framed = True
+            elif name == b"transfer-encoding":
+                framed = True
+        if not framed and scope.get("http_version") in _UNFRAMED_MEANS_EMPTY:
+            # HTTP/1 without Content-Length or Transfer-Encoding: the request has no body
+            # (RFC 9112 section 6.3) and the server reads none. Most requests (every GET).
+            await self.app(scope, receive, send)
             return
         seen = 0
 
