@@ -125,16 +125,21 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope.get("headers", ()) if k.lower() == HEADER), b"")
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name.lower() == HEADER:
+                given = value
+                break
         text = given.decode("latin-1")
-        request_id = text if valid_request_id(text) else secrets.token_hex(16)
+        request_id = text if given and valid_request_id(text) else secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
+        header = (HEADER, request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != HEADER]
-                message["headers"] = [*headers, (HEADER, request_id.encode())]
+                headers = message.get("headers", ())
+                message["headers"] = [*(h for h in headers if h[0].lower() != HEADER), header]
             await send(message)
 
         # Not reset when the app raises: the 500 handler outside every middleware logs the
