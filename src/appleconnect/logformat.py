@@ -50,8 +50,17 @@ def valid_request_id(value: str) -> bool:
     return _VALID.fullmatch(value) is not None
 
 
+_second: tuple[int, str] = (-1, "")
+"""The last second formatted, and its text: a busy service logs many lines per second."""
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    global _second
+    whole = int(record.created)
+    cached, seconds = _second
+    if whole != cached:
+        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, seconds)
     return f"{seconds}.{int(record.msecs):03d}Z"
 
 
