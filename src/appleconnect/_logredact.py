@@ -23,9 +23,10 @@ This module imports only the standard library, so every part of the project may 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -77,9 +78,20 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 _MAYBE = re.compile(rf"(?i)(?:{_NAMES})[\"=]|bearer|basic|x-api-key|ac[skhl]_|eyJ")
 
 
+# The same, for ASCII text lower-cased first: about four times faster than the case-insensitive
+# search, and exactly equivalent on ASCII text (every log line but a few).
+_MAYBE_LOWER = re.compile(rf"(?:{_NAMES})[\"=]|bearer|basic|x-api-key|ac[skhl]_|eyj")
+
+
+def _maybe_secret(text: str) -> bool:
+    if text.isascii():
+        return _MAYBE_LOWER.search(text.lower()) is not None
+    return _MAYBE.search(text) is not None
+
+
 def redact(text: str) -> str:
     """``text`` with every secret this module knows replaced by ``[redacted]``."""
-    if _MAYBE.search(text) is None:
+    if not _maybe_secret(text):
         return text
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
@@ -96,13 +108,38 @@ def _redact_arg(arg: Any) -> Any:
     return arg if cleaned == text else cleaned
 
 
+@functools.lru_cache(maxsize=512)
+def _redact_format(msg: str) -> str:
+    return redact(msg)
+
+
+def _texts(args: Iterable[Any]) -> Iterator[str]:
+    for arg in args:
+        if isinstance(arg, str):
+            yield arg
+        elif not (arg is None or isinstance(arg, int | float)):
+            yield str(arg)
+
+
+def _clean(args: Iterable[Any]) -> bool:
+    """Whether no argument can hold a secret: one search over all of them (the search has no
+    anchors or look-arounds, so a secret in one argument is found in the joined text too)."""
+    return not _maybe_secret("\n".join(_texts(args)))
+
+
 def redact_record(record: logging.LogRecord) -> None:
-    """Redact the message, its arguments and any traceback of ``record`` in place."""
+    """Redact the message, its arguments and any traceback of ``record`` in place.
+
+    This runs for every record the process makes, uvicorn's access-log line per request
+    included, so the common case is kept short: a message with arguments is a format string
+    (redacted once and remembered), and arguments that hold nothing secret-shaped are left as
+    they are after one search."""
     if isinstance(record.msg, str):
-        record.msg = redact(record.msg)
+        record.msg = _redact_format(record.msg) if record.args else redact(record.msg)
     if isinstance(record.args, Mapping):
-        record.args = {name: _redact_arg(value) for name, value in record.args.items()}
-    elif isinstance(record.args, tuple):
+        if not _clean(record.args.values()):
+            record.args = {name: _redact_arg(value) for name, value in record.args.items()}
+    elif isinstance(record.args, tuple) and not _clean(record.args):
         record.args = tuple(_redact_arg(arg) for arg in record.args)
     if record.exc_info and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
