@@ -71,6 +71,18 @@ def test_emulator_benchmark_prints_rsa_floor_and_exchange_rates() -> None:
     assert all(float(cost) > 0 for cost in costs)
 
 
+def test_framework_benchmark_prints_each_route_beside_the_floor() -> None:
+    out = run("framework.py", "20", "--log")
+    rows = re.findall(r"^(.+?) +([\d.]+) ms CPU per call$", out, re.M)
+    assert [name for name, _ in rows] == [
+        "floor GET /json",
+        "GET /api/get_currentuserinfo",
+        "GET /api/validate_auth_cookie",
+        "GET /api/apple_request_auth (key, 400)",
+    ]
+    assert all(float(ms) > 0 for _, ms in rows)
+
+
 def test_signin_benchmark_prints_each_scenario_beside_the_floor() -> None:
     out = run("signin.py", "--requests", "8", "--levels", "1,4")
     rows = re.findall(
