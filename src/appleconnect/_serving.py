@@ -50,7 +50,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import HANDLED_SIGNALS
 
-from appleconnect.logformat import LogFormat, log_config
+from appleconnect.logformat import LogFormat, lean_log_records, log_config
 
 __all__ = ["GracefulServer", "ServerLimits", "listen_problem", "run_server", "timed_protocol"]
 
@@ -346,6 +346,7 @@ STARTUP_FAILURE = 3
 def run_server(app: Any, **options: Any) -> None:
     """``uvicorn.run(app, **options)`` for one process, with :class:`GracefulServer`; exits
     with :data:`STARTUP_FAILURE` when the server could not start."""
+    lean_log_records()
     config = uvicorn.Config(app, **options)
     server = GracefulServer(config)
     with contextlib.suppress(KeyboardInterrupt):  # a forced Ctrl+C, as uvicorn.run

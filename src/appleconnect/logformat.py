@@ -29,6 +29,7 @@ __all__ = [
     "LogFormat",
     "RequestIdMiddleware",
     "TextFormatter",
+    "lean_log_records",
     "log_config",
     "valid_request_id",
 ]
@@ -92,6 +93,21 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+def lean_log_records() -> None:
+    """Stop filling in what these formatters never print: the caller's file and line (a walk
+    up the stack), the thread and the process (``os.getpid()``, a system call) of each record.
+
+    The switches the logging HOWTO names for this
+    (https://docs.python.org/3/howto/logging.html#optimization) are global, so only the
+    processes that serve (``appleconnect serve``, its workers, ``appleconnect emulator``) set
+    them, where these formatters are the only ones. docs/performance.md#framework-cost-per-request.
+    """
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def log_config(log_format: LogFormat = "text", level: str = "INFO") -> dict[str, Any]:

@@ -49,7 +49,7 @@ import uvicorn
 
 from appleconnect._logredact import install_log_redaction
 from appleconnect._serving import GracefulServer, ServerLimits
-from appleconnect.logformat import log_config
+from appleconnect.logformat import lean_log_records, log_config
 from appleconnect.server.commands import CommandError
 
 __all__ = ["MULTIPROC_ENV", "WorkerSpec", "serve_workers", "service_app"]
@@ -267,6 +267,7 @@ def _worker_main(spec: WorkerSpec, sock: socket.socket, ready: Connection) -> No
     os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the parent, which tells each worker once
     _stop_with_parent(os.getppid())
     install_log_redaction()
+    lean_log_records()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Before uvicorn listens, a stop ends the worker at once; uvicorn raises the signal it
         # stopped on again once done, which then ends the process with exit code 0 too.

@@ -37,6 +37,7 @@ __all__ = ["RateLimiter", "rate_limited"]
 log = logging.getLogger(__name__)
 
 _IPV6_PREFIX = 64
+_KNOWN_ADDRESSES = 4096
 Sessions = async_sessionmaker[DbSession]
 
 
@@ -57,6 +58,7 @@ class RateLimiter:
         self._unsynced: dict[str, int] = {}  # bucket: hits of this process not yet written
         self._sync_handle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._buckets: dict[str, str | None] = {}  # client address: its bucket
 
     def ip_bucket(self, host: str | None) -> str | None:
         """The rate-limit bucket of a client address, or ``None`` when it is not limited."""
@@ -68,10 +70,23 @@ class RateLimiter:
         """The bucket of a client address, or ``None`` for an exempt (or unknown) one.
 
         An IPv6 client is counted by its /64, the block one subscriber usually holds, so that
-        rotating through its own addresses does not multiply its allowance.
+        rotating through its own addresses does not multiply its allowance. The answers for
+        the last :data:`_KNOWN_ADDRESSES` addresses are kept (parsing one costs more than the
+        rest of the count).
         """
         if not host:
             return None
+        try:
+            return self._buckets[host]
+        except KeyError:
+            pass
+        bucket = self._bucket_of(host)
+        if len(self._buckets) >= _KNOWN_ADDRESSES:
+            self._buckets.clear()
+        self._buckets[host] = bucket
+        return bucket
+
+    def _bucket_of(self, host: str) -> str | None:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
