@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from server_helpers import seed_user
+from read_helpers import T0, assert_same, by_sqlalchemy, seed
 from sqlalchemy import (
     JSON,
     Column,
@@ -34,17 +34,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.sql import Executable
 
 from appleconnect.server import store
 from appleconnect.server.db import migrate, session_factory
 from appleconnect.server.health import is_database_unavailable
 from appleconnect.server.models import Base, User
-from appleconnect.server.pg_reads import MAX_STATEMENTS, PgReads
+from appleconnect.server.pg_reads import PgReads
+from appleconnect.server.read_plans import MAX_STATEMENTS
 from appleconnect.server.reads import Reads
 from appleconnect.server.security import hash_token
-
-T0 = dt.datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -58,39 +56,6 @@ async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
             tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
             await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await engine.dispose()
-
-
-async def by_sqlalchemy(engine: AsyncEngine, statement: Executable, params: dict[str, Any]) -> Any:
-    async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-        row = (await conn.execute(statement, params)).first()
-    return None if row is None else row._asdict()
-
-
-def assert_same(fast: dict[str, Any] | None, slow: dict[str, Any] | None) -> None:
-    assert fast == slow
-    if fast is not None and slow is not None:
-        assert list(fast) == list(slow)
-        for key, value in fast.items():
-            assert type(value) is type(slow[key]), key
-            if isinstance(value, dt.datetime):
-                assert value.tzinfo is dt.UTC, key
-
-
-async def seed(engine: AsyncEngine) -> tuple[str, str, str]:
-    """A session and two API keys (one used, one revoked), with datetimes set and unset."""
-    async with session_factory(engine)() as db:
-        user = await seed_user(db, "001234.fast", "fast@example.com", first_name="Zoë")
-        session = await store.create_session(db=db, user_id=user.id, ttl=3600, now=T0)
-        used = await store.create_api_key(db=db, name="used", now=T0)
-        revoked = await store.create_api_key(db=db, name="revoked", now=T0)
-        await db.commit()
-    async with session_factory(engine)() as db:
-        await store.revoke_api_key(db=db, key_id=2, now=T0 + dt.timedelta(seconds=1))
-        await db.commit()
-    await store.check_api_key(
-        reads=Reads(engine), sessions=session_factory(engine), raw=used, now=T0
-    )
-    return session, used, revoked
 
 
 async def test_rows_are_those_of_sqlalchemy(engine: AsyncEngine) -> None:

@@ -18,49 +18,19 @@ docs/performance.md#postgresql-hot-reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, cast
 
 from sqlalchemy import exc
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.pool.base import _ConnectionFairy
-from sqlalchemy.sql import Executable, Select
-from sqlalchemy.sql.compiler import Compiled, SQLCompiler
+from sqlalchemy.sql import Executable
 from sqlalchemy.util import await_only, greenlet_spawn
 
-__all__ = ["MAX_STATEMENTS", "PgReads"]
+from .read_plans import CompiledReads, ReadPlan
 
-# The reads are statements built once, at import; past this many, a statement is run by
-# SQLAlchemy instead of being compiled and kept.
-MAX_STATEMENTS = 64
-
-_Processor = Callable[[Any], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """A statement compiled for the dialect, with what turns params and a record into a row."""
-
-    sql: str
-    names: tuple[str, ...]  # the bound parameters in the order of $1, $2...
-    binds: tuple[tuple[int, _Processor], ...]  # (position, bind processor) where there is one
-    keys: tuple[str, ...]  # the row's keys, as ``Row._asdict()`` names them
-    results: tuple[tuple[int, _Processor], ...]  # (column, result processor) where there is one
-
-    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
-        args = [params[name] for name in self.names]
-        for position, process in self.binds:
-            args[position] = process(args[position])
-        return args
-
-    def row(self, record: Any) -> dict[str, Any]:
-        values = list(record)
-        for column, process in self.results:
-            values[column] = process(values[column])
-        return dict(zip(self.keys, values, strict=True))
+__all__ = ["PgReads"]
 
 
 class PgReads:
@@ -68,18 +38,11 @@ class PgReads:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._compiled: dict[Executable, Compiled | None] = {}
-        self._plans: dict[Executable, _Plan] = {}
+        self.compiled = CompiledReads(engine.dialect)
 
     def takes(self, statement: Executable) -> bool:
-        """Whether ``statement`` can take this path: a ``SELECT`` whose parameters are each
-        given once at execution (``bindparam("name")``; no value in the statement, no
-        expanding ``IN``), one of the first :data:`MAX_STATEMENTS` seen. Compiled once."""
-        if statement not in self._compiled:
-            if len(self._compiled) >= MAX_STATEMENTS:
-                return False  # statements built per call would fill the cache: not for this path
-            self._compiled[statement] = _compiled(statement, self.engine.dialect)
-        return self._compiled[statement] is not None
+        """Whether ``statement`` can take this path (:meth:`.CompiledReads.takes`)."""
+        return self.compiled.takes(statement)
 
     @property
     def observed(self) -> bool:
@@ -105,7 +68,7 @@ class PgReads:
         try:
             driver = connection.driver_connection
             assert driver is not None  # a connection out of the pool is a live one
-            plan = self._plans.get(statement)
+            plan = self.compiled.plan(statement)
             try:
                 if plan is None:
                     plan = self._plan(statement, driver)
@@ -126,31 +89,12 @@ class PgReads:
             # there is none to end (as ``Connection.close`` does after ending its own).
             cast(_ConnectionFairy, connection)._close_special(transaction_reset=True)
 
-    def _plan(self, statement: Executable, driver: Any) -> _Plan:
+    def _plan(self, statement: Executable, driver: Any) -> ReadPlan:
         """The plan of a statement, at its first run: its columns' types as PostgreSQL reports
         them (a result processor may depend on them, as ``Numeric``'s does)."""
-        compiled = self._compiled[statement]
-        assert isinstance(compiled, SQLCompiler)
-        assert isinstance(statement, Select)
-        dialect = self.engine.dialect
-        prepared = await_only(driver.prepare(compiled.string))
+        prepared = await_only(driver.prepare(self.compiled.sql(statement)))
         oids = [attribute.type.oid for attribute in prepared.get_attributes()]
-        names = tuple(compiled.positiontup or ())
-        plan = _Plan(
-            sql=compiled.string,
-            names=names,
-            binds=_processors(
-                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-                for name in names
-            ),
-            keys=tuple(statement.selected_columns.keys()),
-            results=_processors(
-                column.type.dialect_impl(dialect).result_processor(dialect, oid)
-                for column, oid in zip(statement.selected_columns, oids, strict=True)
-            ),
-        )
-        self._plans[statement] = plan
-        return plan
+        return self.compiled.make_plan(statement, oids)
 
     def _wrapped(
         self,
@@ -187,7 +131,7 @@ class PgReads:
         if disconnect is None:
             disconnect = dialect.is_disconnect(cast(Any, error), None, None)
         return exc.DBAPIError.instance(
-            None if statement is None else str(self._compiled[statement]),
+            None if statement is None else self.compiled.sql(statement),
             None if params is None else dict(params),
             error,
             dialect.loaded_dbapi.Error,
@@ -195,23 +139,3 @@ class PgReads:
             connection_invalidated=disconnect,
             dialect=dialect,
         )
-
-
-def _compiled(statement: Executable, dialect: Dialect) -> Compiled | None:
-    if not isinstance(statement, Select):
-        return None
-    compiled = statement.compile(dialect=dialect)
-    assert isinstance(compiled, SQLCompiler)
-    names = compiled.positiontup or []
-    if (
-        compiled.literal_execute_params
-        or compiled.post_compile_params
-        or len(set(names)) != len(names)
-        or not all(compiled.binds[name].required for name in names)
-    ):
-        return None
-    return compiled
-
-
-def _processors(found: Any) -> tuple[tuple[int, _Processor], ...]:
-    return tuple((i, process) for i, process in enumerate(found) if process is not None)

@@ -14,11 +14,8 @@ one server connection and executed on another, and no prepared statement may be 
 read keeps its transaction and SQLAlchemy's path.
 On SQLite the async engine runs each statement through aiosqlite's worker thread, four thread
 hops per statement (cursor, execute, fetch, close) that cost far more than the query; these
-reads instead go through a connection of the standard library's ``sqlite3`` used on the event
-loop's thread: an indexed read in WAL mode takes tens of microseconds and never waits for a
-writer (WAL readers see the last committed state). The connection is ``query_only``, so
-nothing can write through it, and waits at most :data:`SQLITE_READ_TIMEOUT` seconds for the
-rare lock a checkpoint holds. docs/performance.md#sqlite-reads.
+reads instead go through a read-only connection of the standard library's ``sqlite3`` used on
+the event loop's thread (:mod:`.sqlite_reads`, docs/performance.md#sqlite-reads).
 """
 
 from __future__ import annotations
@@ -26,15 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
 from .pg_reads import PgReads
+from .sqlite_reads import SQLITE_READ_TIMEOUT, SqliteReads
 
 __all__ = ["SQLITE_READ_TIMEOUT", "Reads"]
-
-SQLITE_READ_TIMEOUT = 1.0
 
 
 class Reads:
@@ -45,7 +41,7 @@ class Reads:
         self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
         )
-        self._sqlite: Engine | None = None
+        self._sqlite: SqliteReads | None = None
         self._pg: PgReads | None = None
         url = engine.url
         if (
@@ -55,48 +51,27 @@ class Reads:
         ):
             self._pg = PgReads(engine)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            self._sqlite = _sqlite_reader(url.set(drivername="sqlite+pysqlite"))
+            self._sqlite = SqliteReads(url)
 
     async def first(
         self, statement: Executable, params: Mapping[str, Any]
     ) -> Mapping[str, Any] | None:
+        if self._sqlite is not None:
+            return self._sqlite.first(statement, params)
         pg = self._pg
         if pg is not None and pg.takes(statement) and not pg.observed:
             return await pg.first(statement, params)
-        if self._sqlite is not None:
-            with self._sqlite.connect() as conn:
-                row = conn.execute(statement, params).first()
-        else:
-            async with self._autocommit.connect() as connection:
-                row = (await connection.execute(statement, params)).first()
+        async with self._autocommit.connect() as connection:
+            row = (await connection.execute(statement, params)).first()
         return None if row is None else cast(Mapping[str, Any], row._mapping)
 
     @property
     def engines(self) -> list[Engine]:
         """The engines the reads run on (the async engine's, and SQLite's reader), to trace;
-        a statement listener on the first moves PostgreSQL's reads to SQLAlchemy's path."""
-        return [self.engine.sync_engine, *([self._sqlite] if self._sqlite is not None else [])]
+        a statement listener on one moves the reads to SQLAlchemy's path, where it sees them."""
+        reader = [self._sqlite.engine] if self._sqlite is not None else []
+        return [self.engine.sync_engine, *reader]
 
     def dispose(self) -> None:
         if self._sqlite is not None:
             self._sqlite.dispose()
-
-
-def _sqlite_reader(url: Any) -> Engine:
-    engine = create_engine(
-        url,
-        connect_args={"timeout": SQLITE_READ_TIMEOUT, "check_same_thread": False},
-        pool_size=1,
-        max_overflow=0,
-        # Nothing can be written through it, so there is nothing to roll back on return.
-        pool_reset_on_return=None,
-    )
-
-    @event.listens_for(engine, "connect")
-    def _read_only(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA query_only=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_READ_TIMEOUT * 1000)}")
-        cursor.close()
-
-    return engine
