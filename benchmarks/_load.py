@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -79,11 +78,11 @@ async def _client(port: int, requests: list[bytes], connections: int, start_at: 
     outcome = Outcome()
     queue = list(reversed(requests))
     await asyncio.sleep(max(0.0, start_at - time.time()))
-    cpu0 = sum(os.times()[:2])
+    cpu0 = time.process_time()
     outcome.started = time.time()
     await asyncio.gather(*(_connection(port, queue, outcome) for _ in range(connections)))
     outcome.ended = time.time()
-    outcome.client_cpu = sum(os.times()[:2]) - cpu0
+    outcome.client_cpu = time.process_time() - cpu0
     return outcome
 
 
