@@ -44,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .apple_network import apple_http_transport
 from .container import ServiceContainer
 from .deps import ContainerDep
 from .errors import ServiceError
@@ -248,15 +249,19 @@ def _count_web(scope: Scope, seen: _Exchange) -> None:
 
 
 class AppleTransport(httpx.AsyncBaseTransport):
-    """The transport to Apple, counting and timing each call by endpoint and outcome."""
+    """The transport to Apple, counting and timing each call by endpoint and outcome.
+
+    Without ``inner`` (tests and sandbox mode pass the emulator's), the calls go over httpx's
+    transport on the service's own asyncio network backend (:mod:`.apple_network`)."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport | None) -> None:
-        self.inner = inner or httpx.AsyncHTTPTransport()
+        self.inner = inner or apple_http_transport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         endpoint = request.url.path.rstrip("/").rsplit("/", 1)[-1]
         endpoint = endpoint if endpoint in APPLE_ENDPOINTS else "other"
         started = time.perf_counter()
+        outcome = "error"  # anything but an httpx error (a bug, a cancellation) is counted so
         try:
             response = await self.inner.handle_async_request(request)
         except httpx.HTTPError as exc:
