@@ -83,6 +83,15 @@ def test_framework_benchmark_prints_each_route_beside_the_floor() -> None:
     assert all(float(ms) > 0 for _, ms in rows)
 
 
+def test_apple_network_benchmark_prints_both_transports_at_each_concurrency() -> None:
+    out = run("apple_network.py", "32", "1", "--uvloop")
+    rows = re.findall(r"^(.+?) +concurrency +(\d+): +(\d+) us/POST", out, re.M)
+    assert [(name, int(c)) for name, c, _ in rows] == [
+        (name, c) for c in (1, 16, 32) for name in ("httpx default", "apple_network")
+    ]
+    assert all(int(us) > 0 for *_, us in rows)
+
+
 def test_signin_benchmark_prints_each_scenario_beside_the_floor() -> None:
     out = run("signin.py", "--requests", "8", "--levels", "1,4")
     rows = re.findall(
