@@ -40,8 +40,19 @@ _PAUSE_READING = 256 * 1024
 """Bytes read but not yet consumed above which the loop stops reading the connection."""
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 """httpx's default limits (``httpx._config.DEFAULT_LIMITS``, not exported)."""
+_EXTRA_INFO = {
+    "ssl_object": "ssl_object",
+    "client_addr": "sockname",
+    "server_addr": "peername",
+    "socket": "socket",
+}
+"""httpcore's names for what it asks of a stream, and asyncio's for the same."""
 _HAPPY_EYEBALLS_DELAY = 0.25
 """Seconds before the next address of a host is tried alongside (anyio's delay too)."""
+
+
+def _text(error: BaseException) -> str:
+    return str(error) or repr(error)
 
 
 def _wake(waiter: asyncio.Future[bool] | None, value: bool) -> None:
@@ -131,7 +142,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         while not connection.chunks:
             if connection.eof:
                 if connection.error is not None:
-                    raise httpcore.ReadError(str(connection.error) or repr(connection.error))
+                    raise httpcore.ReadError(_text(connection.error))
                 return b""
             waiter = connection.readable = asyncio.get_running_loop().create_future()
             try:
@@ -146,7 +157,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             return
         connection = self._connection
         if connection.eof and connection.error is not None:
-            raise httpcore.WriteError(str(connection.error) or repr(connection.error))
+            raise httpcore.WriteError(_text(connection.error))
         if self._transport.is_closing():
             raise httpcore.WriteError("the connection is closed")
         self._transport.write(buffer)
@@ -158,7 +169,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             finally:
                 connection.drained = None
         if connection.error is not None:
-            raise httpcore.WriteError(str(connection.error) or repr(connection.error))
+            raise httpcore.WriteError(_text(connection.error))
 
     async def aclose(self) -> None:
         self._transport.close()
@@ -180,7 +191,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.ConnectTimeout("timed out in the TLS handshake") from exc
         except OSError as exc:  # ssl.SSLError (certificate verify failed...) is an OSError
             self._transport.close()
-            raise httpcore.ConnectError(str(exc) or repr(exc)) from exc
+            raise httpcore.ConnectError(_text(exc)) from exc
         if tls is None:  # the server closed during the handshake (typed Optional by asyncio)
             self._transport.close()
             raise httpcore.ConnectError("the connection closed during the TLS handshake")
@@ -193,12 +204,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             # pooled connection on every request).
             connection = self._connection
             return bool(connection.chunks) or connection.eof or self._transport.is_closing()
-        names = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername"}
-        if info in names:
-            return self._transport.get_extra_info(names[info])
-        if info == "socket":
-            return self._transport.get_extra_info("socket")
-        return None
+        name = _EXTRA_INFO.get(info)
+        return None if name is None else self._transport.get_extra_info(name)
 
 
 def _set_options(stream: AsyncioStream, options: Iterable[httpcore.SOCKET_OPTION] | None) -> None:
@@ -282,7 +289,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         except TimeoutError as exc:  # before OSError: TimeoutError is one
             raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from exc
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or repr(exc)) from exc
+            raise httpcore.ConnectError(_text(exc)) from exc
         stream = AsyncioStream(transport, connection)
         _set_options(stream, socket_options)
         return stream
@@ -300,7 +307,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from exc
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or repr(exc)) from exc
+            raise httpcore.ConnectError(_text(exc)) from exc
         stream = AsyncioStream(transport, connection)
         _set_options(stream, socket_options)
         return stream
