@@ -18,6 +18,9 @@ from .settings import Settings
 __all__ = ["DbSession", "create_engine", "migrate", "session_factory"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+PG_CONNECTIONS = 30
+"""Connections to PostgreSQL a service process opens at most, as needed, and keeps
+(docs/service.md#deployment-with-postgresql)."""
 # Any constant: serialises migrations of several processes starting together on PostgreSQL.
 _PG_MIGRATION_LOCK = 0x61706C63
 
@@ -49,11 +52,14 @@ def create_engine(settings: Settings) -> AsyncEngine:
         return engine
     # No pre-ping (a round trip before every checkout); connections are recycled instead, and
     # one that the server dropped fails its statement, which the caller sees as a 503.
+    # At most PG_CONNECTIONS per process, opened as needed and kept (no overflow: with 10 kept
+    # and 20 more as overflow, a load around 10 requests at once closed a connection on one
+    # return and opened one on the next checkout, a connect and TLS negotiation each time).
     return create_async_engine(
         url,
         pool_recycle=1800,
-        pool_size=10,
-        max_overflow=20,
+        pool_size=PG_CONNECTIONS,
+        max_overflow=0,
         connect_args=pgbouncer_connect_args(settings),
     )
 
