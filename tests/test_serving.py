@@ -157,3 +157,37 @@ def test_a_keep_alive_request_in_pieces_within_the_deadline_is_served(port: int)
             answer = read_answer(sock)
             assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
             assert answer.endswith(path)
+
+
+def test_answers_are_sent_without_nagle_delay_on_a_handed_socket() -> None:
+    """``serve --workers`` hands uvicorn a listening socket; connections accepted from it
+    must still have TCP_NODELAY, or a two-write answer waits for the client's delayed ACK."""
+    import uvloop
+
+    from appleconnect._serving import _no_delay
+
+    async def check() -> int:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        accepted: asyncio.Future[asyncio.BaseTransport] = asyncio.get_running_loop().create_future()
+
+        class Keep(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted.set_result(transport)
+
+        server = await asyncio.get_running_loop().create_server(Keep, sock=listener)
+        client = socket.create_connection(listener.getsockname())
+        try:
+            transport = await asyncio.wait_for(accepted, GIVE_UP)
+            _no_delay(transport)
+            sock = transport.get_extra_info("socket")
+            nodelay = int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+            return nodelay
+        finally:
+            client.close()
+            server.close()
+
+    # asyncio sets it only on sockets whose proto is IPPROTO_TCP, and socket.socket() makes 0.
+    assert asyncio.run(check()) == 1
+    assert uvloop.run(check()) == 1

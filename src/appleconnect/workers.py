@@ -27,7 +27,6 @@ docs/service.md#several-worker-processes.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import logging.config
@@ -275,7 +274,8 @@ def _worker_main(spec: WorkerSpec, sock: socket.socket, ready: Connection) -> No
     options = spec.limits.uvicorn_options()
     config = uvicorn.Config(service_app(spec), log_level="info", proxy_headers=True, **options)
     try:
-        asyncio.run(_ReportingServer(config, ready).serve(sockets=[sock]))
+        # Server.run: on uvicorn's event loop (uvloop when installed), as `serve` runs.
+        _ReportingServer(config, ready).run(sockets=[sock])
     except SystemExit as exc:  # a stop (0) or uvicorn's start-up failure (3)
         code = exc.code if isinstance(exc.code, int) else 1
     else:
