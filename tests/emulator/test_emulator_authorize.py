@@ -354,3 +354,14 @@ async def test_each_form_mistake_is_marked_on_its_field(
     assert shown.text.count('class="field-error"') == 1
     as_json = await client.post(form["action"], data=data)  # not a browser: Apple's JSON
     assert as_json.json() == {"error": "invalid_request", "error_description": message}
+
+
+async def test_pages_are_not_sniffed_nor_cached(client: httpx.AsyncClient) -> None:
+    consent = await client.get("/auth/authorize", params=GOOD)
+    error = await client.get(
+        "/auth/authorize", params=with_(client_id="nope"), headers={"accept": "text/html"}
+    )
+    for page in (consent, error):
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert "no-store" in page.headers["cache-control"]

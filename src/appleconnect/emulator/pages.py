@@ -1,7 +1,8 @@
 """The emulator's HTML pages (consent, errors, form_post, web_message), rendered with a CSP.
 
-Every page carries a fresh script nonce, ``Cache-Control: no-store`` and a Content-Security-Policy
-that allows only its own inline script, so that nothing the request carried can run in it.
+Every page carries a fresh script nonce, ``Cache-Control: no-store``, ``X-Content-Type-Options:
+nosniff`` and a Content-Security-Policy that allows only its own inline script, so that nothing
+the request carried can run in it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ class Pages:
         return HTMLResponse(
             body,
             status_code=status,
-            headers={**NO_STORE, "Content-Security-Policy": csp, "Referrer-Policy": "no-referrer"},
+            headers={
+                **NO_STORE,
+                "Content-Security-Policy": csp,
+                "Referrer-Policy": "no-referrer",
+                "X-Content-Type-Options": "nosniff",
+            },
         )
 
     def error(self, exc: OAuthError, **options: Any) -> HTMLResponse:
