@@ -4,9 +4,11 @@ session, emptied after each test), and the sandbox (service + in-process emulato
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -91,3 +93,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def env(tmp_path: Path, database_url: str) -> AsyncIterator[Env]:
     async with open_env(tmp_path / "data", {"database_url": database_url}) as environment:
         yield environment
+
+
+@pytest.fixture
+def full_backlog() -> Iterator[int]:
+    """A listening socket whose accept queue is full: a new connection's SYN goes unanswered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for filler in fillers:
+        filler.close()
+    listener.close()

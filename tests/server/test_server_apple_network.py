@@ -6,12 +6,11 @@ a refused connection, timeouts and an untrusted certificate, and TLS with a loca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import h11
@@ -206,26 +205,6 @@ async def test_slow_answer_is_a_read_timeout(base: str) -> None:
         with pytest.raises(httpx.ReadTimeout):
             await client.get(f"{base}/slow", timeout=httpx.Timeout(5.0, read=0.2))
         assert (await client.get(f"{base}/hello")).status_code == 200
-
-
-@pytest.fixture
-def full_backlog() -> Iterator[int]:
-    """A listening socket whose accept queue is full: a new connection's SYN goes unanswered."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    for _ in range(4):
-        filler = socket.socket()
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.1", port))
-        fillers.append(filler)
-    yield port
-    for filler in fillers:
-        filler.close()
-    listener.close()
 
 
 async def test_unanswered_connect_is_a_connect_timeout(full_backlog: int) -> None:

@@ -21,6 +21,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 PG_CONNECTIONS = 30
 """Connections to PostgreSQL a service process opens at most, as needed, and keeps
 (docs/service.md#deployment-with-postgresql)."""
+PG_CONNECT_TIMEOUT = 10.0
+"""Seconds to open a connection to PostgreSQL (asyncpg's default is 60): a server that does not
+answer, rather than refuse, is then a 503 ``database_unavailable`` within seconds."""
 # Any constant: serialises migrations of several processes starting together on PostgreSQL.
 _PG_MIGRATION_LOCK = 0x61706C63
 
@@ -60,7 +63,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=1800,
         pool_size=PG_CONNECTIONS,
         max_overflow=0,
-        connect_args=pgbouncer_connect_args(settings),
+        connect_args={"timeout": PG_CONNECT_TIMEOUT, **pgbouncer_connect_args(settings)},
     )
 
 
