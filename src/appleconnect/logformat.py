@@ -126,8 +126,12 @@ def log_config(log_format: LogFormat = "text", level: str = "INFO") -> dict[str,
         },
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
-            name: {"handlers": [], "level": level, "propagate": True}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            **{
+                name: {"handlers": [], "level": level, "propagate": True}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            },
+            # aiosmtpd (the emulator's relay) logs each SMTP connection's every step at INFO.
+            "mail.log": {"handlers": [], "level": "WARNING", "propagate": True},
         },
     }
 

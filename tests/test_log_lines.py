@@ -1,6 +1,7 @@
-"""``logformat.lean_log_records``: records without caller, thread and process, lines unchanged.
+"""The served processes' log lines (``appleconnect.logformat``): records without caller, thread
+and process (``lean_log_records``) print the same lines; the SMTP server's chatter is left out.
 
-The switches are global, so each check runs in a fresh interpreter."""
+Logging's configuration is global, so each check runs in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -58,3 +59,20 @@ def test_lines_are_unchanged_and_the_unprinted_fields_are_not_filled() -> None:
     assert pathname == "<string>"
     assert lineno > 0
     assert seen["fields_after"] == [None, None, None, "(unknown file)", 0]
+
+
+def test_the_smtp_servers_chatter_is_left_out_and_its_warnings_kept() -> None:
+    probe = (
+        "import logging, logging.config\n"
+        "from appleconnect.logformat import log_config\n"
+        "logging.config.dictConfig(log_config())\n"
+        "logging.getLogger('mail.log').info('Peer: 127.0.0.1')\n"
+        "logging.getLogger('mail.log').warning('SMTP session exception')\n"
+        "logging.getLogger('uvicorn.error').info('Started server process')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "Peer: 127.0.0.1" not in done.stderr
+    assert "WARNING mail.log [-] SMTP session exception" in done.stderr
+    assert "INFO uvicorn.error [-] Started server process" in done.stderr
