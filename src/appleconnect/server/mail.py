@@ -12,43 +12,39 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.message import EmailMessage
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Table, insert
 
 from .models import OutboxMail, User, utcnow
 from .relay_mail import mail_can_be_sent, smtp_target
 from .settings import Settings
 
-__all__ = ["queue_welcome", "send_mail"]
+__all__ = ["OUTBOX_INSERT", "send_mail", "welcome_values"]
 
 
-_OUTBOX_INSERT = insert(cast(Table, OutboxMail.__table__))
+OUTBOX_INSERT = insert(cast(Table, OutboxMail.__table__))
 
 
-def queue_welcome(*, conn: Connection, settings: Settings, user: User) -> bool:
-    """Queue the welcome email for a new user, when enabled and the user has an address (in
-    the caller's transaction); returns whether one was queued."""
+def welcome_values(*, settings: Settings, user: User) -> dict[str, Any] | None:
+    """The outbox row of a new user's welcome email, when enabled and the user has an address
+    (the sign-in's transaction inserts it, :mod:`.signin_rows`)."""
     if not settings.welcome_email or not user.email:
-        return False
+        return None
     name = user.first_name or "there"
     body = (
         f"Hello {name},\n\n"
         f"Your account at {settings.public_url} was created with Sign in with Apple.\n"
         "Sign in again at any time with the same Apple Account.\n"
     )
-    conn.execute(
-        _OUTBOX_INSERT,
-        {
-            "to_address": user.email,
-            "subject": settings.welcome_subject,
-            "body": body,
-            "created_at": utcnow(),
-            "status": "pending" if mail_can_be_sent(settings, user.email) else "outbox",
-            "attempts": 0,
-        },
-    )
-    return True
+    return {
+        "to_address": user.email,
+        "subject": settings.welcome_subject,
+        "body": body,
+        "created_at": utcnow(),
+        "status": "pending" if mail_can_be_sent(settings, user.email) else "outbox",
+        "attempts": 0,
+    }
 
 
 def send_mail(settings: Settings, mail: OutboxMail) -> None:

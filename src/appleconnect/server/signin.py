@@ -37,8 +37,9 @@ from . import store
 from .apple import TokenResult
 from .container import ServiceContainer
 from .errors import ServiceError
-from .mail import queue_welcome
+from .mail import welcome_values
 from .models import AuthRequest, User, utcnow
+from .signin_rows import SignInRows, write_sign_in_rows
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +272,16 @@ async def _record_sign_in(
             first_name=first_name,
             last_name=last_name,
         )
+        rows = SignInRows(
+            audit=store.audit_values(
+                event="user.created" if created else "user.signed_in",
+                actor="apple",
+                sub=user.sub,
+                detail={"client_id": client_id, "via": how},
+            )
+        )
         if refresh_token:
-            store.store_refresh_token(
-                conn=conn,
+            rows.token = store.refresh_token_values(
                 encryptor=service.encryptor,
                 user_id=user.id,
                 client_id=client_id,
@@ -281,16 +289,13 @@ async def _record_sign_in(
             )
         session_token = None
         if open_session:
-            session_token = store.open_session(conn=conn, user_id=user.id, ttl=settings.session_ttl)
-        store.record_audit(
-            conn=conn,
-            event="user.created" if created else "user.signed_in",
-            actor="apple",
-            sub=user.sub,
-            detail={"client_id": client_id, "via": how},
-        )
-        mailed = created and queue_welcome(conn=conn, settings=settings, user=user)
-        return user, created, session_token, mailed
+            session_token, rows.session = store.session_values(
+                user_id=user.id, ttl=settings.session_ttl
+            )
+        if created:
+            rows.mail = welcome_values(settings=settings, user=user)
+        write_sign_in_rows(conn, rows)
+        return user, created, session_token, rows.mail is not None
 
     # One transaction, run in one hop (writes.Writes).
     user, created, session_token, mailed = await service.writes.run(record)

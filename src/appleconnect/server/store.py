@@ -171,22 +171,27 @@ async def check_api_key(
 # --- sessions ---------------------------------------------------------------------------------
 
 
-_SESSION_INSERT = insert(_table(Session))
+SESSION_INSERT = insert(_table(Session))
+
+
+def session_values(
+    *, user_id: int, ttl: int, now: datetime | None = None
+) -> tuple[str, dict[str, Any]]:
+    """A new session's token and its row (only the token's hash is stored)."""
+    now = now or utcnow()
+    raw = new_token(SESSION_PREFIX)
+    return raw, {
+        "token_hash": hash_token(raw),
+        "user_id": user_id,
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=ttl),
+    }
 
 
 def open_session(*, conn: Connection, user_id: int, ttl: int, now: datetime | None = None) -> str:
     """Open a session for ``user_id`` and return its token (only its hash is stored)."""
-    now = now or utcnow()
-    raw = new_token(SESSION_PREFIX)
-    conn.execute(
-        _SESSION_INSERT,
-        {
-            "token_hash": hash_token(raw),
-            "user_id": user_id,
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=ttl),
-        },
-    )
+    raw, values = session_values(user_id=user_id, ttl=ttl, now=now)
+    conn.execute(SESSION_INSERT, values)
     return raw
 
 
@@ -754,41 +759,38 @@ async def set_user_role(*, db: DbSession, user_id: int, role: str) -> tuple[User
     return user, old
 
 
-_TOKEN_VALUES = ("refresh_token_encrypted", "refresh_token_hash", "validated_at")
+TOKEN_VALUES = ("refresh_token_encrypted", "refresh_token_hash", "validated_at")
 
 
 @functools.cache
-def _token_upsert(dialect: str) -> Any:
+def token_upsert(dialect: str) -> Any:
     """Insert the refresh token of (user, client), or replace the one stored; built once."""
     statement = _INSERT[dialect](_table(AppleToken))
     return statement.on_conflict_do_update(
         index_elements=["user_id", "client_id"],
-        set_={c: statement.excluded[c] for c in _TOKEN_VALUES},
+        set_={c: statement.excluded[c] for c in TOKEN_VALUES},
     )
 
 
-def store_refresh_token(
+def refresh_token_values(
     *,
-    conn: Connection,
     encryptor: Encryptor,
     user_id: int,
     client_id: str,
     refresh_token: str,
     now: datetime | None = None,
-) -> None:
-    """Keep the user's refresh token for ``client_id``, encrypted, with its hash to find it."""
+) -> dict[str, Any]:
+    """The row keeping the user's refresh token for ``client_id``: encrypted, with its hash to
+    find it (:func:`token_upsert` inserts it or replaces the one stored)."""
     now = now or utcnow()
-    conn.execute(
-        _token_upsert(conn.dialect.name),
-        {
-            "user_id": user_id,
-            "client_id": client_id,
-            "created_at": now,
-            "refresh_token_encrypted": encryptor.encrypt(refresh_token),
-            "refresh_token_hash": hash_token(refresh_token),
-            "validated_at": now,
-        },
-    )
+    return {
+        "user_id": user_id,
+        "client_id": client_id,
+        "created_at": now,
+        "refresh_token_encrypted": encryptor.encrypt(refresh_token),
+        "refresh_token_hash": hash_token(refresh_token),
+        "validated_at": now,
+    }
 
 
 async def find_refresh_token(*, db: DbSession, refresh_token: str) -> AppleToken | None:
@@ -840,7 +842,25 @@ async def first_sight_of_jti(*, db: DbSession, jti: str, now: datetime | None = 
     return (await db.scalar(stmt)) is not None
 
 
-_AUDIT_INSERT = insert(_table(AuditEvent))
+AUDIT_INSERT = insert(_table(AuditEvent))
+
+
+def audit_values(
+    *,
+    event: str,
+    actor: str,
+    sub: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """An audit-log row."""
+    return {
+        "at": now or utcnow(),
+        "event": event,
+        "actor": actor,
+        "sub": sub,
+        "detail": json.dumps(dict(detail or {}), default=str),
+    }
 
 
 def record_audit(
@@ -853,16 +873,8 @@ def record_audit(
     now: datetime | None = None,
 ) -> None:
     """Record an event in the audit log (one INSERT, in the caller's transaction)."""
-    conn.execute(
-        _AUDIT_INSERT,
-        {
-            "at": now or utcnow(),
-            "event": event,
-            "actor": actor,
-            "sub": sub,
-            "detail": json.dumps(dict(detail or {}), default=str),
-        },
-    )
+    values = audit_values(event=event, actor=actor, sub=sub, detail=detail, now=now)
+    conn.execute(AUDIT_INSERT, values)
 
 
 async def audit(
