@@ -732,6 +732,8 @@ def test_authorization_url_refuses_weak_state(client: AppleClient, state: Any, w
 
 
 def test_random_states_are_accepted(client: AppleClient) -> None:
+    # Drawn by secrets.token_hex(8): five distinct digits, refused by an earlier heuristic.
+    client.authorization_url(REDIRECT, state="d602d062fdd2d06f")
     for _ in range(200):
         client.authorization_url(REDIRECT, state=secrets.token_urlsafe(16))
         client.authorization_url(REDIRECT, state=secrets.token_hex(8))
