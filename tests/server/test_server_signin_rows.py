@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -65,3 +67,47 @@ async def test_every_shape_writes_its_rows(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         stored = await conn.scalar(text("SELECT refresh_token_encrypted FROM apple_tokens"))
     assert encryptor.decrypt(stored) == "r7"  # the last shape's token
+
+
+async def test_two_first_sign_ins_at_once_make_one_user(pg_url: str) -> None:
+    """The second finds no user to update, waits on the first's INSERT (the unique ``sub``),
+    inserts nothing, and updates the user the first created: one user, created once."""
+    engine = create_async_engine(pg_url)
+    await migrate(engine)
+    identity = store.Identity(
+        sub="001234.race",
+        email="race@example.com",
+        email_verified=True,
+        is_private_email=False,
+        transfer_sub=None,
+        claims={},
+    )
+
+    def upsert(conn: Any) -> tuple[Any, bool]:
+        return store.upsert_user(
+            conn=conn,
+            identity=identity,
+            client_id="com.example.web",
+            default_role="subscriber",
+            first_name=None,
+            last_name=None,
+        )
+
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            await first.begin()
+            user1, created1 = await first.run_sync(upsert)
+
+            async def other() -> tuple[Any, bool]:
+                async with second.begin():
+                    return await second.run_sync(upsert)
+
+            racing = asyncio.create_task(other())
+            await asyncio.sleep(0.3)  # the second is now waiting on the first's new row
+            assert not racing.done()
+            await first.commit()
+            user2, created2 = await asyncio.wait_for(racing, 10)
+    finally:
+        await engine.dispose()
+    assert (created1, created2) == (True, False)
+    assert user1.id == user2.id

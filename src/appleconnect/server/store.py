@@ -635,8 +635,9 @@ def upsert_user(
     """Find or create the user of ``identity.sub``; returns ``(user, created)``, the user a
     detached copy of the row as written.
 
-    ``INSERT .. ON CONFLICT DO NOTHING RETURNING`` makes two concurrent first sign-ins of one
-    Apple ID create one user; for a returning user, one ``UPDATE .. RETURNING``. A name is
+    A returning user (the common case) is one ``UPDATE .. RETURNING``; a new one, then
+    ``INSERT .. ON CONFLICT DO NOTHING RETURNING``, which makes two concurrent first sign-ins
+    of one Apple ID create one user (the other updates it). A name is
     set only where the account has none (never overwritten, never emptied); a pending name
     saved earlier for this ``sub`` is used when none came now (and removed either way).
     Statements are built once (:func:`_user_insert`, :func:`_user_update`).
@@ -667,14 +668,19 @@ def upsert_user(
         "created_at": now,
         "last_sign_in_at": now,
     }
+    has_name = bool(first_name or last_name)
+    update_user = _user_update(bool(identity.email), bool(identity.transfer_sub), has_name)
+    params = {f"p_{k}": v for k, v in row.items()}
+    params["match_sub"] = identity.sub
+    # A returning user, the common case, first: one statement (one round trip) for them.
+    updated = conn.execute(update_user, params).first()
+    if updated is not None:
+        return _returning_user(updated), False
     inserted = conn.execute(_user_insert(conn.dialect.name), row).first()
     if inserted is not None:
         return _returning_user(inserted), True
-    has_name = bool(first_name or last_name)
-    statement = _user_update(bool(identity.email), bool(identity.transfer_sub), has_name)
-    params = {f"p_{k}": v for k, v in row.items()}
-    params["match_sub"] = identity.sub
-    return _returning_user(conn.execute(statement, params).one()), False
+    # A concurrent first sign-in of the same Apple ID created the user in between.
+    return _returning_user(conn.execute(update_user, params).one()), False
 
 
 def relink_transferred_user(*, conn: Connection, transfer_sub: str, new_sub: str, via: str) -> bool:
