@@ -18,6 +18,8 @@ from .settings import Settings
 __all__ = ["DbSession", "create_engine", "migrate", "session_factory"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT = 30.0
+"""Seconds a SQLite write waits for the lock another connection (or process) holds."""
 PG_CONNECTIONS = 30
 """Connections to PostgreSQL a service process opens at most, as needed, and keeps
 (docs/service.md#deployment-with-postgresql)."""
@@ -40,18 +42,15 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # instead of several connections sleeping in SQLite's busy handler, which starves
         # writers under load (docs/performance.md#sqlite-one-connection).
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
         )
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
+        event.listen(
+            engine.sync_engine, "connect", lambda connection, _record: sqlite_pragmas(connection)
+        )
         return engine
     # No pre-ping (a round trip before every checkout); connections are recycled instead, and
     # one that the server dropped fails its statement, which the caller sees as a 503.
@@ -65,6 +64,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=0,
         connect_args={"timeout": PG_CONNECT_TIMEOUT, **pgbouncer_connect_args(settings)},
     )
+
+
+def sqlite_pragmas(dbapi_connection: Any) -> None:
+    """What every connection that writes to the SQLite database sets: WAL (readers never wait
+    for the writer), ``synchronous=NORMAL`` (no fsync per commit in WAL; a commit survives a
+    killed process), foreign keys, and :data:`SQLITE_BUSY_TIMEOUT`."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+    cursor.close()
 
 
 def pgbouncer_connect_args(settings: Settings) -> dict[str, Any]:

@@ -12,18 +12,18 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.message import EmailMessage
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import insert
 
-from .models import OutboxMail, User, utcnow
+from .models import OutboxMail, User, table_of, utcnow
 from .relay_mail import mail_can_be_sent, smtp_target
 from .settings import Settings
 
 __all__ = ["OUTBOX_INSERT", "send_mail", "welcome_values"]
 
 
-OUTBOX_INSERT = insert(cast(Table, OutboxMail.__table__))
+OUTBOX_INSERT = insert(table_of(OutboxMail))
 
 
 def welcome_values(*, settings: Settings, user: User) -> dict[str, Any] | None:

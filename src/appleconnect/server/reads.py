@@ -28,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
 from .pg_reads import PgReads
-from .sqlite_reads import SQLITE_READ_TIMEOUT, SqliteReads
+from .sqlite_reads import SqliteReads
 
-__all__ = ["SQLITE_READ_TIMEOUT", "Reads"]
+__all__ = ["Reads"]
 
 
 class Reads:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert
+from sqlalchemy import Connection, bindparam, insert
 from sqlalchemy.dialects import postgresql
 
 from . import store
 from .mail import OUTBOX_INSERT
-from .models import AppleToken, AuditEvent, OutboxMail, Session
+from .models import AppleToken, AuditEvent, OutboxMail, Session, table_of
 
 __all__ = ["SignInRows", "write_sign_in_rows"]
 
@@ -63,29 +63,25 @@ def write_sign_in_rows(conn: Connection, rows: SignInRows) -> None:
 @functools.cache
 def _one_statement(token: bool, session: bool, mail: bool) -> Any:
     """PostgreSQL: the audit row's ``INSERT`` carrying the other rows as CTEs."""
-    statement = insert(_table(AuditEvent)).values(_params(AuditEvent, "a_", _AUDIT))
+    statement = insert(table_of(AuditEvent)).values(_params(AuditEvent, "a_", _AUDIT))
     if token:
-        upsert = postgresql.insert(_table(AppleToken)).values(_params(AppleToken, "t_", _TOKEN))
+        upsert = postgresql.insert(table_of(AppleToken)).values(_params(AppleToken, "t_", _TOKEN))
         upsert = upsert.on_conflict_do_update(
             index_elements=["user_id", "client_id"],
             set_={c: upsert.excluded[c] for c in store.TOKEN_VALUES},
         )
         statement = statement.add_cte(upsert.cte("token_row"))
     if session:
-        opened = insert(_table(Session)).values(_params(Session, "s_", _SESSION))
+        opened = insert(table_of(Session)).values(_params(Session, "s_", _SESSION))
         statement = statement.add_cte(opened.cte("session_row"))
     if mail:
-        queued = insert(_table(OutboxMail)).values(_params(OutboxMail, "m_", _MAIL))
+        queued = insert(table_of(OutboxMail)).values(_params(OutboxMail, "m_", _MAIL))
         statement = statement.add_cte(queued.cte("mail_row"))
     return statement
 
 
-def _table(model: Any) -> Table:
-    return cast(Table, model.__table__)
-
-
 def _params(model: Any, prefix: str, columns: tuple[str, ...]) -> dict[str, Any]:
-    table = _table(model)
+    table = table_of(model)
     return {c: bindparam(prefix + c, type_=table.c[c].type) for c in columns}
 
 

@@ -15,12 +15,11 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Table,
     and_,
     bindparam,
     case,
@@ -51,6 +50,7 @@ from .models import (
     Session,
     SettingValue,
     User,
+    table_of,
     utcnow,
 )
 from .reads import Reads
@@ -78,11 +78,6 @@ async def _rows_changed(db: DbSession, statement: Executable) -> int:
     result = await db.execute(statement)
     assert isinstance(result, CursorResult)
     return result.rowcount
-
-
-def _table(model: Any) -> Table:
-    """The table of a mapped class, for Core statements (no ORM unit of work)."""
-    return cast(Table, model.__table__)
 
 
 # --- API keys ---------------------------------------------------------------------------------
@@ -171,7 +166,7 @@ async def check_api_key(
 # --- sessions ---------------------------------------------------------------------------------
 
 
-SESSION_INSERT = insert(_table(Session))
+SESSION_INSERT = insert(table_of(Session))
 
 
 def session_values(
@@ -188,20 +183,13 @@ def session_values(
     }
 
 
-def open_session(*, conn: Connection, user_id: int, ttl: int, now: datetime | None = None) -> str:
-    """Open a session for ``user_id`` and return its token (only its hash is stored)."""
-    raw, values = session_values(user_id=user_id, ttl=ttl, now=now)
-    conn.execute(SESSION_INSERT, values)
-    return raw
-
-
 async def create_session(
     *, db: DbSession, user_id: int, ttl: int, now: datetime | None = None
 ) -> str:
-    """:func:`open_session` in the transaction of ``db``."""
-    return await db.run_sync(
-        lambda s: open_session(conn=s.connection(), user_id=user_id, ttl=ttl, now=now)
-    )
+    """Open a session for ``user_id`` in the transaction of ``db``; returns its token."""
+    raw, values = session_values(user_id=user_id, ttl=ttl, now=now)
+    await (await db.connection()).execute(SESSION_INSERT, values)
+    return raw
 
 
 _SESSION_USER = (
@@ -562,7 +550,7 @@ class Identity:
     claims: Mapping[str, Any]
 
 
-_USERS = _table(User)
+_USERS = table_of(User)
 _NO_NAME = and_(_USERS.c.first_name.is_(None), _USERS.c.last_name.is_(None))
 _TAKE_PENDING_NAME = (
     delete(PendingName)
@@ -771,7 +759,7 @@ TOKEN_VALUES = ("refresh_token_encrypted", "refresh_token_hash", "validated_at")
 @functools.cache
 def token_upsert(dialect: str) -> Any:
     """Insert the refresh token of (user, client), or replace the one stored; built once."""
-    statement = _INSERT[dialect](_table(AppleToken))
+    statement = _INSERT[dialect](table_of(AppleToken))
     return statement.on_conflict_do_update(
         index_elements=["user_id", "client_id"],
         set_={c: statement.excluded[c] for c in TOKEN_VALUES},
@@ -848,7 +836,7 @@ async def first_sight_of_jti(*, db: DbSession, jti: str, now: datetime | None = 
     return (await db.scalar(stmt)) is not None
 
 
-AUDIT_INSERT = insert(_table(AuditEvent))
+AUDIT_INSERT = insert(table_of(AuditEvent))
 
 
 def audit_values(

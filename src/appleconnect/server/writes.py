@@ -29,12 +29,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["SQLITE_WRITE_TIMEOUT", "Writes"]
+from .db import SQLITE_BUSY_TIMEOUT, sqlite_pragmas
+
+__all__ = ["Writes"]
 
 T = TypeVar("T")
-
-SQLITE_WRITE_TIMEOUT = 30.0
-"""Seconds a SQLite write waits for the lock another process (or the async engine) holds."""
 
 
 class Writes:
@@ -73,7 +72,7 @@ class Writes:
 def _sqlite_writer(url: Any) -> Engine:
     engine = create_engine(
         url,
-        connect_args={"timeout": SQLITE_WRITE_TIMEOUT, "check_same_thread": False},
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False},
         pool_size=1,
         max_overflow=0,
     )
@@ -82,12 +81,7 @@ def _sqlite_writer(url: Any) -> Engine:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own implicit BEGIN is turned off, so that "begin" below decides.
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_WRITE_TIMEOUT * 1000)}")
-        cursor.close()
+        sqlite_pragmas(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
