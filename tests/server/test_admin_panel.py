@@ -3,6 +3,7 @@ other processes, Verify settings, users, API keys, audit log, outbox, buttons an
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from contextlib import AsyncExitStack
@@ -197,6 +198,65 @@ async def test_the_new_users_page_kept_its_old_user_import_urls(env: Env) -> Non
     )
     assert again.status_code == 303
     assert env.settings.default_role == "administrator"
+
+
+class SlowCheck:
+    """``LiveSettings._read`` held until released, counting the checks."""
+
+    def __init__(self, live: LiveSettings) -> None:
+        self.real, self.reads, self.release = live._read, 0, asyncio.Event()
+        live._read = self  # type: ignore[method-assign]
+
+    async def __call__(self, service: object, *, force: bool) -> object:
+        self.reads += 1
+        await self.release.wait()
+        return await self.real(service, force=force)  # type: ignore[arg-type]
+
+
+async def test_requests_do_not_queue_behind_a_settings_check(env: Env) -> None:
+    csrf = await login(env)
+    saved = await env.http.post(
+        "/admin/new-users",
+        data={
+            "csrf": csrf,
+            "default_role": "administrator",
+            "welcome_subject": "Hi",
+            "smtp_port": "587",
+            "smtp_security": "starttls",
+        },
+    )
+    assert saved.status_code == 303
+    other = LiveSettings(base=env.sandbox.settings)  # another process, just started
+    other_service = dataclasses.replace(env.service, settings=env.sandbox.settings)
+    check = SlowCheck(other)
+    # Before the first check has ended, requests wait for it: the stored settings apply from
+    # the first request on.
+    first = [asyncio.create_task(other.refresh(other_service)) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    assert check.reads == 1
+    assert not any(task.done() for task in first)
+    check.release.set()
+    await asyncio.wait_for(asyncio.gather(*first), 5)
+    assert other_service.settings.default_role == "administrator"
+    # Later, one request checks; those that come meanwhile go on at once with the settings
+    # in force (queued on the lock, they were let through one per turn of the event loop).
+    check.release.clear()
+    other.checked_at = float("-inf")  # the interval has passed
+    checker = asyncio.create_task(other.refresh(other_service))
+    await asyncio.sleep(0.05)
+    assert check.reads == 2
+    in_force = other_service.settings
+    await asyncio.wait_for(asyncio.gather(*(other.refresh(other_service) for _ in range(50))), 1)
+    assert not checker.done()
+    assert check.reads == 2
+    assert other_service.settings is in_force
+    # The panel's own save (force) waits for the check under way, then checks again.
+    forced = asyncio.create_task(other.refresh(other_service, force=True))
+    await asyncio.sleep(0.05)
+    assert not forced.done()
+    check.release.set()
+    await asyncio.wait_for(asyncio.gather(checker, forced), 5)
+    assert check.reads == 3
 
 
 async def test_a_change_reaches_another_process_through_the_version_stamp(

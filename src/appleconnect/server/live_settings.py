@@ -122,6 +122,7 @@ class LiveSettings:
     checked_at: float = float("-inf")
     interval: float = CHECK_INTERVAL
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    first_check: asyncio.Event = field(default_factory=asyncio.Event)
     last_error: str = ""
 
     def source(self, name: str) -> str:
@@ -153,13 +154,30 @@ class LiveSettings:
         return settings
 
     async def refresh(self, service: ServiceContainer, *, force: bool = False) -> None:
-        """Apply the stored settings when their version changed (checked at most per interval)."""
-        now = time.monotonic()
-        if not force and now - self.checked_at < self.interval:
+        """Apply the stored settings when their version changed (checked at most per interval).
+
+        One request checks; the requests that come while it does go on with the settings in
+        force, as they would have a moment earlier, except before the first check has ended:
+        the stored settings apply from the first request on. (Queued behind the check on the
+        lock instead, they were let through one per turn of the event loop: at 64 connections,
+        every second, a queue that took 0.4 s to drain, docs/performance.md#tails.) ``force``
+        (the admin panel saved just now) waits for a check under way and checks again.
+        """
+        if force:
+            async with self.lock:
+                await self._check(service, force=True)
+            return
+        if time.monotonic() - self.checked_at < self.interval:
+            return
+        if self.lock.locked():
+            if not self.first_check.is_set():
+                await self.first_check.wait()
             return
         async with self.lock:
-            if not force and now - self.checked_at < self.interval:
-                return
+            await self._check(service, force=False)
+
+    async def _check(self, service: ServiceContainer, *, force: bool) -> None:
+        try:
             try:
                 loaded = await self._read(service, force=force)
             except Exception as exc:
@@ -171,6 +189,8 @@ class LiveSettings:
                 return
             if loaded is not None:
                 self._apply(service, *loaded)
+        finally:
+            self.first_check.set()
 
     async def _read(
         self, service: ServiceContainer, *, force: bool
