@@ -191,3 +191,62 @@ def test_answers_are_sent_without_nagle_delay_on_a_handed_socket() -> None:
     # asyncio sets it only on sockets whose proto is IPPROTO_TCP, and socket.socket() makes 0.
     assert asyncio.run(check()) == 1
     assert uvloop.run(check()) == 1
+
+
+FROZEN_APP = """
+import gc, json, sys
+from appleconnect._serving import run_server
+
+built = {}
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        built["at start-up"] = ["a container"]  # made after the modules, by the app's start
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    later = ["a container"]
+    tracked = gc.get_objects()  # the collector's generations, not its permanent one
+    answer = json.dumps({
+        "frozen": gc.get_freeze_count(),
+        "start-up object collectable": any(o is built["at start-up"] for o in tracked),
+        "request object collectable": any(o is later for o in tracked),
+    }).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
+
+run_server(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def test_the_start_up_heap_is_left_out_of_later_collections() -> None:
+    """Once the app has started, what start-up built is frozen (settle_heap): a full
+    collection, which would visit it all again, visits only what requests made since."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-c", FROZEN_APP, str(free)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{free}/", timeout=GIVE_UP).json()
+                break
+            except httpx.TransportError:
+                assert server.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0
+    assert answer["frozen"] > 10_000  # the interpreter, uvicorn and the app's modules
+    assert answer["start-up object collectable"] is False
+    assert answer["request object collectable"] is True
