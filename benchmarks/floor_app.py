@@ -2,7 +2,7 @@
 
 ``GET /json`` answers a small JSON object; ``POST /insert`` does one SQLAlchemy Core INSERT and
 a COMMIT on the same kind of database as the service (SQLite in WAL mode, or PostgreSQL through
-asyncpg). ``benchmarks/signin.py`` runs it with the service's own uvicorn options, on the same
+asyncpg). ``benchmarks/signin.py`` runs it with the service's own server and options, on the same
 machine in the same run, and prints its figures beside the service's.
 
     python benchmarks/floor_app.py PORT DATABASE_URL
@@ -75,13 +75,12 @@ def build(url: str) -> FastAPI:
 
 
 def main() -> None:
-    import uvicorn
-
-    from appleconnect._serving import ServerLimits
+    from appleconnect._serving import ServerLimits, run_server
 
     port, url = int(sys.argv[1]), sys.argv[2]
     options = ServerLimits().uvicorn_options()
-    uvicorn.run(build(url), host="127.0.0.1", port=port, log_level="warning", **options)
+    # The service's own server: the same protocol, limits and start-up heap freeze.
+    run_server(build(url), host="127.0.0.1", port=port, log_level="warning", **options)
 
 
 if __name__ == "__main__":
