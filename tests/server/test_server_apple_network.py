@@ -84,6 +84,8 @@ class _Server:
         method, target = request.method.decode(), request.target.decode()
         if target == "/slow":
             await asyncio.sleep(2)
+        if target == "/pause":
+            await asyncio.sleep(0.2)
         if target == "/chunked":
             headers = [("content-type", "text/plain"), ("transfer-encoding", "chunked")]
             writer.write(conn.send(h11.Response(status_code=200, headers=headers)) or b"")
@@ -176,6 +178,16 @@ async def test_connections_kept_alive_and_reused(server: _Server, base: str) -> 
             *(client.get(f"{base}/hello") for _ in range(after_concurrent))
         )
         assert server.accepted == after_concurrent
+
+
+async def test_a_burst_of_calls_keeps_its_connections(server: _Server, base: str) -> None:
+    """Every connection a burst opened stays for the next one (httpx keeps 20 by default: a
+    second burst of 40 would open 20 more, a TCP and TLS handshake each)."""
+    async with _client() as client:
+        for _ in range(2):
+            answers = await asyncio.gather(*(client.get(f"{base}/pause") for _ in range(40)))
+            assert [a.status_code for a in answers] == [200] * 40
+            assert server.accepted == 40
 
 
 async def test_connection_closed_by_the_server_while_idle_is_replaced(

@@ -38,8 +38,12 @@ __all__ = ["AsyncioBackend", "AsyncioStream", "apple_http_transport"]
 
 _PAUSE_READING = 256 * 1024
 """Bytes read but not yet consumed above which the loop stops reading the connection."""
-_DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-"""httpx's default limits (``httpx._config.DEFAULT_LIMITS``, not exported)."""
+_DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+"""httpx's default limits (``httpx._config.DEFAULT_LIMITS``, not exported), but every connection
+kept until idle for ``keepalive_expiry`` (5 s), not only 20: under more than 20 sign-ins at once,
+httpx's 20 closed a connection as one answer came and opened another for the next call, a TCP
+and TLS handshake each (at 64 at once, 62 of 470 calls to Apple went out on a new connection,
+and waited for it: docs/performance.md#tails)."""
 _EXTRA_INFO = {
     "ssl_object": "ssl_object",
     "client_addr": "sockname",
@@ -352,7 +356,7 @@ def apple_http_transport(
 ) -> httpx.AsyncHTTPTransport:
     """An :class:`httpx.AsyncHTTPTransport` over :class:`AsyncioBackend`: httpx's default
     certificate verification (certifi, ``SSL_CERT_FILE``) unless ``ssl_context`` is given,
-    httpx's default limits unless ``limits`` is."""
+    httpx's default limits, with every connection kept alive, unless ``limits`` is."""
     return _AppleHTTPTransport(
         ssl_context=ssl_context,
         limits=limits or _DEFAULT_LIMITS,
