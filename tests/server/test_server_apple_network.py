@@ -12,6 +12,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import h11
 import httpcore
@@ -24,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from appleconnect.server import metrics
 from appleconnect.server.apple_network import AsyncioBackend, apple_http_transport
+from appleconnect.server.apple_pool import FairConnectionPool
 
 
 class _Server:
@@ -188,6 +190,70 @@ async def test_a_burst_of_calls_keeps_its_connections(server: _Server, base: str
             answers = await asyncio.gather(*(client.get(f"{base}/pause") for _ in range(40)))
             assert [a.status_code for a in answers] == [200] * 40
             assert server.accepted == 40
+
+
+def _counting(pool_class: type[httpcore.AsyncConnectionPool]) -> type[Any]:
+    """``pool_class`` counting the requests that found their connection taken."""
+
+    class Counting(pool_class):  # type: ignore[misc,valid-type]
+        taken = 0
+
+        def create_connection(self, origin: httpcore.Origin) -> Any:
+            connection = super().create_connection(origin)
+            handle = connection.handle_async_request
+
+            async def counted(request: httpcore.Request) -> httpcore.Response:
+                try:
+                    return await handle(request)
+                except httpcore.ConnectionNotAvailable:
+                    Counting.taken += 1
+                    raise
+
+            connection.handle_async_request = counted
+            return connection
+
+    return Counting
+
+
+@pytest.mark.parametrize(
+    ("pool_class", "fair"),
+    [(FairConnectionPool, True), (httpcore.AsyncConnectionPool, False)],
+    ids=["ours", "httpcore"],
+)
+async def test_queued_requests_get_connections_one_each_in_their_order(
+    server: _Server, base: str, pool_class: type[httpcore.AsyncConnectionPool], fair: bool
+) -> None:
+    """40 requests at once on 4 connections: each connection goes to one request at a time,
+    in the order the requests came. httpcore's own pool hands a connection to every queued
+    request at once, and all but one go back in the queue."""
+    counting = _counting(pool_class)
+    pool = counting(max_connections=4, network_backend=AsyncioBackend())
+    sent: list[int] = []
+
+    async def one(i: int) -> None:
+        answer = await pool.request("GET", f"{base}/pause")
+        assert answer.status == 200
+        sent.append(i)
+
+    async with pool:
+        await asyncio.gather(*(one(i) for i in range(40)))
+    assert server.accepted == 4
+    if fair:
+        assert counting.taken == 0
+        # Answers come back in batches of four (one per connection), in the order asked.
+        assert [sorted(sent[k : k + 4]) for k in range(0, 40, 4)] == [
+            list(range(k, k + 4)) for k in range(0, 40, 4)
+        ]
+    else:
+        assert counting.taken > 0
+
+
+def test_the_pool_s_private_names_are_there() -> None:
+    """FairConnectionPool's pass relies on these attributes of httpcore's pool."""
+    pool = FairConnectionPool(max_connections=3, max_keepalive_connections=2)
+    assert pool._requests == []
+    assert pool._connections == []
+    assert (pool._max_connections, pool._max_keepalive_connections) == (3, 2)
 
 
 async def test_connection_closed_by_the_server_while_idle_is_replaced(

@@ -15,7 +15,7 @@ stream arrives; the window left is the one any pool has, a close that crosses th
 
 :func:`apple_http_transport` is the service's default transport to Apple: httpx's own
 :class:`httpx.AsyncHTTPTransport` (its request, response and exception mapping unchanged) over
-an httpcore pool that uses this backend.
+an httpcore pool (:class:`~.apple_pool.FairConnectionPool`) that uses this backend.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from typing import Any, cast
 
 import httpcore
 import httpx
+
+from .apple_pool import FairConnectionPool
 
 __all__ = ["AsyncioBackend", "AsyncioStream", "apple_http_transport"]
 
@@ -339,7 +341,7 @@ class _AppleHTTPTransport(httpx.AsyncHTTPTransport):
     ) -> None:
         context = ssl_context or httpx.create_ssl_context()
         super().__init__(verify=context, limits=limits, uds=uds)
-        self._pool = httpcore.AsyncConnectionPool(
+        self._pool = FairConnectionPool(
             ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
