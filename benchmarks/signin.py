@@ -349,6 +349,11 @@ def run_all(s: Stack, levels: list[int], n: int) -> None:
 
 
 def level(s: Stack, concurrency: int, n: int, returning: list[str]) -> list[str]:
+    # Untimed: as many sign-ins at once as the level has, so that the service holds as many
+    # connections to Apple as it will use (the emulator, on uvloop, accepts one new
+    # connection per turn of its event loop; Apple's servers are not one process).
+    warm = sign_in_requests(s, codes_for(s, new_accounts(s, concurrency, f"w{concurrency}")))
+    measure(s, "warm-up", s.service_port, s.service.pid, warm, concurrency)
     fresh = new_accounts(s, n, f"c{concurrency}")
     for label, who in (("sign-in, new user", fresh), ("sign-in, returning user", returning)):
         requests = sign_in_requests(s, codes_for(s, [who[i % len(who)] for i in range(n)]))
