@@ -200,6 +200,20 @@ async def test_the_new_users_page_kept_its_old_user_import_urls(env: Env) -> Non
     assert env.settings.default_role == "administrator"
 
 
+async def make_new_users_administrators(env: Env, csrf: str) -> httpx.Response:
+    """Save the panel's "New users" form: default role administrator, subject "Hi"."""
+    return await env.http.post(
+        "/admin/new-users",
+        data={
+            "csrf": csrf,
+            "default_role": "administrator",
+            "welcome_subject": "Hi",
+            "smtp_port": "587",
+            "smtp_security": "starttls",
+        },
+    )
+
+
 class SlowCheck:
     """``LiveSettings._read`` held until released, counting the checks."""
 
@@ -215,17 +229,7 @@ class SlowCheck:
 
 async def test_requests_do_not_queue_behind_a_settings_check(env: Env) -> None:
     csrf = await login(env)
-    saved = await env.http.post(
-        "/admin/new-users",
-        data={
-            "csrf": csrf,
-            "default_role": "administrator",
-            "welcome_subject": "Hi",
-            "smtp_port": "587",
-            "smtp_security": "starttls",
-        },
-    )
-    assert saved.status_code == 303
+    assert (await make_new_users_administrators(env, csrf)).status_code == 303
     other = LiveSettings(base=env.sandbox.settings)  # another process, just started
     other_service = dataclasses.replace(env.service, settings=env.sandbox.settings)
     check = SlowCheck(other)
@@ -270,16 +274,7 @@ async def test_a_change_reaches_another_process_through_the_version_stamp(
     other_service = dataclasses.replace(env.service, settings=env.sandbox.settings)
     await other.refresh(other_service)
     before = other_service.settings
-    await env.http.post(
-        "/admin/new-users",
-        data={
-            "csrf": csrf,
-            "default_role": "administrator",
-            "welcome_subject": "Hi",
-            "smtp_port": "587",
-            "smtp_security": "starttls",
-        },
-    )
+    await make_new_users_administrators(env, csrf)
     assert other_service.settings.default_role == "subscriber"
     await other.refresh(other_service)
     assert other_service.settings.default_role == "administrator"
