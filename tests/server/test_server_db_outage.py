@@ -274,7 +274,7 @@ async def test_healthz_and_the_settings_refresh_while_the_database_is_stopped(
             attempts.clear()
             live.checked_at = float("-inf")  # the interval has passed
             for _ in range(5):
-                await live.refresh(container)  # the first one tries, the others wait
+                await live.refresh(container)  # the first one tries; the interval holds the rest
             assert len(attempts) == 1
             assert container.settings is in_force
             assert not container.health.available
