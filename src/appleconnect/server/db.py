@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,19 @@ PG_CONNECT_TIMEOUT = 10.0
 answer, rather than refuse, is then a 503 ``database_unavailable`` within seconds."""
 # Any constant: serialises migrations of several processes starting together on PostgreSQL.
 _PG_MIGRATION_LOCK = 0x61706C63
+
+
+class _WithoutContextLines(logging.Filter):
+    """Alembic logs two lines at INFO each time it looks at a database ("Context impl
+    SQLiteImpl.", "Will assume non-transactional DDL."): at every start and, through the
+    schema check, at every ``GET /readyz``, which a load balancer asks every few seconds.
+    They say nothing to an operator; the lines of a migration ("Running upgrade ...") stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Context impl ", "Will assume "))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_WithoutContextLines())
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
