@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from server_helpers import seed_user
+from server_helpers import free_port, seed_user
 
 from appleconnect.cli import main
 from appleconnect.server.commands import COMMANDS
@@ -104,8 +104,10 @@ def test_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "session_ttl: must be a positive number." in result.output
     assert result.output.startswith("appleconnect: ")
     assert result.output.count("\n") == 1
-    # serve says it the same way (its message names the configuration).
-    code = main(["serve", "--data-dir", str(tmp_path), "--config", str(config)])
+    # serve says it the same way (its message names the configuration), on a free port (a
+    # port in use is refused first).
+    port = str(free_port())
+    code = main(["serve", "--data-dir", str(tmp_path), "--config", str(config), "--port", port])
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("appleconnect: configuration error: ")
