@@ -159,9 +159,9 @@ class LiveSettings:
         One request checks; the requests that come while it does go on with the settings in
         force, as they would have a moment earlier, except before the first check has ended:
         the stored settings apply from the first request on. (Queued behind the check on the
-        lock instead, they were let through one per turn of the event loop: at 64 connections,
-        every second, a queue that took 0.4 s to drain, docs/performance.md#tails.) ``force``
-        (the admin panel saved just now) waits for a check under way and checks again.
+        lock instead, they were let through one per turn of the event loop: 64 requests that
+        came at once took 0.4 s to drain, docs/performance.md#tails.) ``force`` (the admin
+        panel saved just now) waits for a check under way and checks again.
         """
         if force:
             async with self.lock:
