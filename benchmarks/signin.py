@@ -3,7 +3,9 @@
 Starts the emulator, the service (SQLite in a temporary directory, or ``--database-url``; one
 process, or ``--workers N``) and the floor app (``benchmarks/floor_app.py``: a FastAPI route
 answering JSON, and one doing a single Core INSERT + COMMIT, on the same database and with the
-same uvicorn options) as separate processes. For each concurrency level it times
+same server and options) as separate processes. For each concurrency level it first signs in
+as many users at once as the level has (untimed: the service then holds its connections to
+Apple), then times, on connections already open and answered once,
 
 - ``POST /api/apple_connect`` for a new user and for a returning one (codes minted through the
   emulator's control API before timing; each sign-in makes exactly one call to Apple, counted
