@@ -7,7 +7,7 @@ statement once for the dialect (:class:`CompiledReads`), hand the driver the SQL
 parameters in order, and turn the driver's record into a dict with the same processors
 SQLAlchemy applies (``UTCDateTime``'s aware UTC datetimes...), so the values are the same in
 type and value (the tests compare both paths). :mod:`.pg_reads` runs the plans on asyncpg;
-:mod:`.reads` on SQLite's ``sqlite3``.
+:mod:`.sqlite_reads` on SQLite's ``sqlite3``.
 """
 
 from __future__ import annotations

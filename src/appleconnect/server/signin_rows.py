@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert
-from sqlalchemy.dialects import postgresql
 
 from . import store
 from .mail import OUTBOX_INSERT
@@ -65,11 +64,7 @@ def _one_statement(token: bool, session: bool, mail: bool) -> Any:
     """PostgreSQL: the audit row's ``INSERT`` carrying the other rows as CTEs."""
     statement = insert(table_of(AuditEvent)).values(_params(AuditEvent, "a_", _AUDIT))
     if token:
-        upsert = postgresql.insert(table_of(AppleToken)).values(_params(AppleToken, "t_", _TOKEN))
-        upsert = upsert.on_conflict_do_update(
-            index_elements=["user_id", "client_id"],
-            set_={c: upsert.excluded[c] for c in store.TOKEN_VALUES},
-        )
+        upsert = store.token_upsert("postgresql").values(_params(AppleToken, "t_", _TOKEN))
         statement = statement.add_cte(upsert.cte("token_row"))
     if session:
         opened = insert(table_of(Session)).values(_params(Session, "s_", _SESSION))
