@@ -112,9 +112,10 @@ def access_log() -> logging.Logger:
     return logging.getLogger("uvicorn.access")
 
 
-async def main(n: int, access: logging.Logger | None) -> None:
+async def main(n: int, access: logging.Logger | None, database_url: str) -> None:
+    overrides = {**LIMITS, "database_url": database_url} if database_url else LIMITS
     with tempfile.TemporaryDirectory() as tmp:
-        async with open_env(Path(tmp), LIMITS) as env:
+        async with open_env(Path(tmp), overrides) as env:
             native = await env.native_code()
             form = {k: native[k] for k in ("code", "id_token", "user") if k in native}
             headers = {"X-API-Key": env.api_key}
@@ -158,4 +159,5 @@ if __name__ == "__main__":
 
     print("appleconnect from", Path(appleconnect.__file__).parent, file=sys.stderr)
     count = int(next((a for a in sys.argv[1:] if a.isdigit()), "5000"))
-    asyncio.run(main(count, access_log() if "--log" in sys.argv else None))
+    url = sys.argv[sys.argv.index("--database-url") + 1] if "--database-url" in sys.argv else ""
+    asyncio.run(main(count, access_log() if "--log" in sys.argv else None, url))

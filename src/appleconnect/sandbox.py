@@ -298,7 +298,7 @@ async def _prepare_db(settings: Settings, known_key: str) -> Prepared:
                 effective = settings
             await db.commit()
     finally:
-        reads.dispose()
+        await reads.dispose()
         await engine.dispose()
     return Prepared(admin_login_url(settings, login), demo_key, effective.apple_missing())
 

@@ -43,7 +43,9 @@ async def seed(engine: AsyncEngine) -> tuple[str, str, str]:
     async with session_factory(engine)() as db:
         await store.revoke_api_key(db=db, key_id=2, now=T0 + dt.timedelta(seconds=1))
         await db.commit()
-    await store.check_api_key(
-        reads=Reads(engine), sessions=session_factory(engine), raw=used, now=T0
-    )
+    reads = Reads(engine)
+    try:
+        await store.check_api_key(reads=reads, sessions=session_factory(engine), raw=used, now=T0)
+    finally:
+        await reads.dispose()
     return session, used, revoked

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from appleconnect.server import store
+from appleconnect.server import pg_reads, store
 from appleconnect.server.db import migrate, session_factory
 from appleconnect.server.health import is_database_unavailable
 from appleconnect.server.models import Base, User
@@ -45,9 +46,11 @@ from appleconnect.server.reads import Reads
 from appleconnect.server.security import hash_token
 
 
-@pytest.fixture
-async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(pg_database, pool_size=2, max_overflow=0)
+@pytest.fixture(params=[2, 8], ids=["pool-of-2", "keeping-2"])
+async def engine(pg_database: str, request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    """A pool of 2 keeps no connection for the reads (every read checks one out and in); a
+    pool of 8 lets them keep 2 (:mod:`appleconnect.server.pg_leases`)."""
+    engine = create_async_engine(pg_database, pool_size=request.param, max_overflow=0)
     await migrate(engine)
     try:
         yield engine
@@ -58,8 +61,17 @@ async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-async def test_rows_are_those_of_sqlalchemy(engine: AsyncEngine) -> None:
+@pytest.fixture
+async def reads(engine: AsyncEngine) -> AsyncIterator[Reads]:
+    """The engine's reads, given back before the engine is disposed."""
     reads = Reads(engine)
+    try:
+        yield reads
+    finally:
+        await reads.dispose()
+
+
+async def test_rows_are_those_of_sqlalchemy(engine: AsyncEngine, reads: Reads) -> None:
     assert reads._pg is not None
     session, used, revoked = await seed(engine)
     cases = [
@@ -84,10 +96,14 @@ async def test_rows_are_those_of_sqlalchemy(engine: AsyncEngine) -> None:
         await store.check_api_key(reads=reads, sessions=session_factory(engine), raw=revoked)
         is None
     )
+    assert engine.sync_engine.pool.checkedout() == kept(reads)  # type: ignore[attr-defined]
+    await reads.dispose()
     assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
-async def test_types_with_processors_are_those_of_sqlalchemy(engine: AsyncEngine) -> None:
+async def test_types_with_processors_are_those_of_sqlalchemy(
+    engine: AsyncEngine, reads: Reads
+) -> None:
     """Bind and result processors of other types (JSON, Numeric, intervals...) as well."""
     statement = select(
         cast(bindparam("n", type_=Numeric(10, 2)), Numeric(10, 2)).label("n"),
@@ -108,7 +124,6 @@ async def test_types_with_processors_are_those_of_sqlalchemy(engine: AsyncEngine
         "u": uuid.UUID(int=7),
         "b": b"\x00\xff",
     }
-    reads = Reads(engine)
     assert reads._pg is not None
     assert reads._pg.takes(statement)
     fast, slow = (
@@ -123,9 +138,8 @@ async def test_types_with_processors_are_those_of_sqlalchemy(engine: AsyncEngine
 
 
 async def test_watched_engines_and_other_statements_take_sqlalchemys_path(
-    engine: AsyncEngine,
+    engine: AsyncEngine, reads: Reads
 ) -> None:
-    reads = Reads(engine)
     session, _used, _revoked = await seed(engine)
     expanding = select(User.sub).where(User.sub.in_(bindparam("subs", expanding=True)))
     assert reads._pg is not None
@@ -147,8 +161,16 @@ async def test_watched_engines_and_other_statements_take_sqlalchemys_path(
     assert Reads(engine, autocommit=False)._pg is None  # behind PgBouncer: SQLAlchemy's path
 
 
+def kept(reads: Reads) -> int:
+    """How many connections the reads keep out of the pool."""
+    return 0 if reads._pg is None else reads._pg.leases.count
+
+
+BACKEND_PID = select(func.pg_backend_pid().label("pid"))
+
+
 async def backend_pid(reads: Reads) -> int:
-    row = await reads.first(select(func.pg_backend_pid().label("pid")), {})
+    row = await reads.first(BACKEND_PID, {})
     assert row is not None
     return int(row["pid"])
 
@@ -161,11 +183,10 @@ async def terminate(engine: AsyncEngine, pid: int) -> None:
 
 @pytest.mark.parametrize("path", ["asyncpg", "sqlalchemy"])
 async def test_a_dropped_connection_fails_as_with_sqlalchemy(
-    engine: AsyncEngine, pg_database: str, path: str
+    engine: AsyncEngine, reads: Reads, pg_database: str, path: str
 ) -> None:
     """The read fails with SQLAlchemy's error, which says the database is unavailable (503),
     the dead connection is dropped, and the next read runs on a new one."""
-    reads = Reads(engine)
     assert reads._pg is not None
     if path == "sqlalchemy":
         reads._pg = None
@@ -176,7 +197,7 @@ async def test_a_dropped_connection_fails_as_with_sqlalchemy(
     finally:
         await admin.dispose()
     pool = engine.sync_engine.pool
-    assert pool.checkedin() == 1  # type: ignore[attr-defined]  # the one just used
+    assert pool.checkedin() + kept(reads) == 1  # type: ignore[attr-defined]  # the one just used
     with pytest.raises(DBAPIError) as failed:
         await backend_pid(reads)
     assert failed.value.connection_invalidated
@@ -185,20 +206,29 @@ async def test_a_dropped_connection_fails_as_with_sqlalchemy(
     assert await backend_pid(reads) != pid
 
 
-async def test_a_cancelled_read_gives_its_connection_back(engine: AsyncEngine) -> None:
-    reads = Reads(engine)
+async def test_a_cancelled_read_gives_its_connection_back(
+    engine: AsyncEngine, reads: Reads
+) -> None:
+    """Cancelled on its first run (the statement prepared in a greenlet) and on a later one
+    (on a kept connection when the pool lets the reads keep some)."""
     sleep = select(func.pg_sleep(bindparam("s", type_=Float)).isnot(None).label("slept"))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(reads.first(sleep, {"s": 5.0}), 0.3)
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await reads.first(sleep, {"s": 0.0}) == {"slept": True}
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(reads.first(sleep, {"s": 5.0}), 0.3)
+    assert kept(reads) == 0
     assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     for _ in range(3):
         assert await reads.first(sleep, {"s": 0.0}) == {"slept": True}
 
 
-async def test_an_sql_error_is_sqlalchemys_and_keeps_the_connection(engine: AsyncEngine) -> None:
+async def test_an_sql_error_is_sqlalchemys_and_keeps_the_connection(
+    engine: AsyncEngine, reads: Reads
+) -> None:
     missing = Table("missing", MetaData(), Column("x", Integer))
     statement = select(missing.c.x).where(missing.c.x == bindparam("x"))
-    reads = Reads(engine)
     pid = await backend_pid(reads)
     with pytest.raises(ProgrammingError) as fast:
         await reads.first(statement, {"x": 1})
@@ -206,7 +236,7 @@ async def test_an_sql_error_is_sqlalchemys_and_keeps_the_connection(engine: Asyn
         await by_sqlalchemy(engine, statement, {"x": 1})
     assert type(fast.value.orig) is type(slow.value.orig)
     assert not fast.value.connection_invalidated
-    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert engine.sync_engine.pool.checkedout() == kept(reads)  # type: ignore[attr-defined]
     assert pid in {await backend_pid(reads) for _ in range(2)}
 
 
@@ -234,3 +264,105 @@ def test_statements_built_per_call_are_not_kept() -> None:
     assert all(reads.takes(statement) for statement in made[:MAX_STATEMENTS])
     assert not reads.takes(made[-1])
     assert reads.takes(made[0])
+
+
+@pytest.fixture
+async def keeping(pg_database: str) -> AsyncIterator[tuple[AsyncEngine, Reads]]:
+    """Reads on a pool of 8, which lets them keep 2 connections."""
+    engine = create_async_engine(pg_database, pool_size=8, max_overflow=0)
+    reads = Reads(engine)
+    try:
+        yield engine, reads
+    finally:
+        await reads.dispose()
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        await engine.dispose()
+
+
+async def test_reads_keep_connections_and_run_without_a_greenlet(
+    keeping: tuple[AsyncEngine, Reads], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, reads = keeping
+    pool = engine.sync_engine.pool
+    pid = await backend_pid(reads)  # checked out in a greenlet, and kept
+    spawned: list[Any] = []
+    spawn = pg_reads.greenlet_spawn
+
+    def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        spawned.append(fn)
+        return spawn(fn, *args, **kwargs)
+
+    monkeypatch.setattr(pg_reads, "greenlet_spawn", counting)
+    assert {await backend_pid(reads) for _ in range(5)} == {pid}
+    assert spawned == []
+    assert (kept(reads), pool.checkedout()) == (1, 1)  # type: ignore[attr-defined]
+    # Three at once: one on the kept connection, two checked out, of which one is kept.
+    assert len(set(await asyncio.gather(*(backend_pid(reads) for _ in range(3))))) == 3
+    assert (kept(reads), pool.checkedout()) == (2, 2)  # type: ignore[attr-defined]
+    assert len(spawned) == 2
+
+
+async def test_an_error_on_a_kept_connection_is_sqlalchemys_and_gives_it_back(
+    keeping: tuple[AsyncEngine, Reads],
+) -> None:
+    engine, reads = keeping
+    divide = select((bindparam("n", type_=Integer) / bindparam("d", type_=Integer)).label("q"))
+    assert reads._pg is not None
+    assert reads._pg.takes(divide)
+    assert await reads.first(divide, {"n": 1, "d": 1}) == {"q": 1}
+    assert kept(reads) == 1
+    with pytest.raises(DBAPIError, match="division by zero") as fast:
+        await reads.first(divide, {"n": 1, "d": 0})
+    with pytest.raises(DBAPIError) as slow:
+        await by_sqlalchemy(engine, divide, {"n": 1, "d": 0})
+    assert type(fast.value) is type(slow.value)
+    assert type(fast.value.orig) is type(slow.value.orig)
+    assert not fast.value.connection_invalidated
+    assert kept(reads) == 0
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await reads.first(divide, {"n": 1, "d": 1}) == {"q": 1}
+
+
+async def test_a_kept_connection_goes_back_when_old_or_when_the_pool_was_invalidated(
+    keeping: tuple[AsyncEngine, Reads], pg_database: str
+) -> None:
+    engine, reads = keeping
+    assert reads._pg is not None
+    leases = reads._pg.leases
+    first = await backend_pid(reads)
+    old = leases.idle[0]
+    old.until = time.monotonic() - 1  # kept longer than LEASE_SECONDS
+    await backend_pid(reads)
+    assert leases.idle[0] is not old
+    assert leases.count == 1
+    # A disconnect seen on SQLAlchemy's path (another connection of the pool, dropped)
+    # invalidates every older connection: the kept one goes back, and is replaced.
+    async with engine.connect() as other:
+        other_pid = (await other.execute(BACKEND_PID)).scalar_one()
+        await other.commit()
+    admin = create_async_engine(pg_database)
+    try:
+        await terminate(admin, other_pid)
+    finally:
+        await admin.dispose()
+    with pytest.raises(DBAPIError) as failed:
+        await by_sqlalchemy(engine, BACKEND_PID, {})
+    assert failed.value.connection_invalidated
+    assert await backend_pid(reads) not in {first, other_pid}
+    assert leases.count == 1
+
+
+async def test_closing_the_reads_gives_back_a_connection_in_use_after_its_read(
+    keeping: tuple[AsyncEngine, Reads],
+) -> None:
+    engine, reads = keeping
+    sleep = select(func.pg_sleep(bindparam("s", type_=Float)).isnot(None).label("slept"))
+    assert await reads.first(sleep, {"s": 0.0}) == {"slept": True}
+    reading = asyncio.create_task(reads.first(sleep, {"s": 0.3}))
+    await asyncio.sleep(0.1)
+    await reads.dispose()
+    assert engine.sync_engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    assert await reading == {"slept": True}
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await reads.first(sleep, {"s": 0.0}) == {"slept": True}  # and none is kept anew
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]

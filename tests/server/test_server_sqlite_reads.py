@@ -51,7 +51,7 @@ async def test_rows_are_those_of_sqlalchemy(engine: AsyncEngine) -> None:
     user = await store.session_user(reads=reads, raw=session, now=T0)
     assert user is not None
     assert (user.sub, user.first_name, user.created_at.tzinfo) == ("001234.fast", "Zoë", dt.UTC)
-    reads.dispose()
+    await reads.dispose()
 
 
 async def test_watched_engines_and_other_statements_take_sqlalchemys_path(
@@ -76,7 +76,7 @@ async def test_watched_engines_and_other_statements_take_sqlalchemys_path(
     assert reads._sqlite is not None
     assert not reads._sqlite.compiled.takes(in_list)
     assert await reads.first(in_list, {"ids": [1, 2]}) == {"sub": "001234.fast"}
-    reads.dispose()
+    await reads.dispose()
 
 
 async def test_an_error_is_sqlalchemys_and_judged_as_everywhere(engine: AsyncEngine) -> None:
@@ -87,7 +87,7 @@ async def test_an_error_is_sqlalchemys_and_judged_as_everywhere(engine: AsyncEng
     with pytest.raises(OperationalError, match="no such table: sessions") as caught:
         await reads.first(store._SESSION_USER, {"digest": "x"})
     assert not is_database_unavailable(caught.value)  # a bug, not an outage: answered 500
-    reads.dispose()
+    await reads.dispose()
 
 
 async def test_the_connection_cannot_write(engine: AsyncEngine) -> None:
@@ -97,4 +97,4 @@ async def test_the_connection_cannot_write(engine: AsyncEngine) -> None:
     connection = reads._sqlite._connect()
     with pytest.raises(sqlite3.OperationalError, match="attempt to write a readonly database"):
         connection.execute("DELETE FROM users")
-    reads.dispose()
+    await reads.dispose()

@@ -157,6 +157,6 @@ async def close_container(service: ServiceContainer) -> None:
     await service.limiter.close(service.sessions)
     await service.outbound.aclose()
     await service.apple.aclose()
-    service.reads.dispose()
+    await service.reads.dispose()
     service.writes.close()
     await service.engine.dispose()

@@ -86,7 +86,7 @@ RATE_LIMITED = Counter(
 )
 POOL_IN_USE = Gauge(
     "appleconnect_db_pool_connections_in_use",
-    "Database connections checked out of the pool.",
+    "Database connections checked out of the pool (with those the session checks keep).",
     multiprocess_mode="livesum",
 )
 

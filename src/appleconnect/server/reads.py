@@ -72,6 +72,9 @@ class Reads:
         reader = [self._sqlite.engine] if self._sqlite is not None else []
         return [self.engine.sync_engine, *reader]
 
-    def dispose(self) -> None:
+    async def dispose(self) -> None:
+        """Give back what the reads hold (before the engine is disposed)."""
+        if self._pg is not None:
+            await self._pg.leases.close()
         if self._sqlite is not None:
             self._sqlite.dispose()
