@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import re
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,7 +22,7 @@ from appleconnect.sandbox import build_sandbox_app
 from appleconnect.server import Settings, store
 from appleconnect.server.admin import auth as admin_auth
 from appleconnect.server.live_settings import LiveSettings
-from appleconnect.server.models import AuditEvent, SettingValue, User
+from appleconnect.server.models import AuditEvent, SettingValue, User, utcnow
 
 MARIA = "maria.ruiz@example.com"
 
@@ -77,7 +78,8 @@ async def test_the_login_link_works_once_and_pages_need_it(env: Env) -> None:
     ("kind", "status", "message"),
     [
         ("used", 410, "This login link was already used: each link opens one admin session."),
-        ("expired", 410, "This login link has expired: a link works for 15 minutes."),
+        # Made for an hour, two hours ago: its own lifetime, not the setting's (15 minutes).
+        ("expired", 410, "This login link has expired: it worked for 60 minutes after it was"),
         ("unknown", 404, "This login link is not one this service made: it may be cut short"),
     ],
 )
@@ -85,7 +87,11 @@ async def test_a_link_that_cannot_be_used_says_so_before_the_click(
     env: Env, kind: str, status: int, message: str
 ) -> None:
     async with env.service.sessions() as db:
-        token = await store.create_admin_login(db=db, ttl=60 if kind != "expired" else -1)
+        if kind == "expired":
+            made = utcnow() - dt.timedelta(hours=2)
+            token = await store.create_admin_login(db=db, ttl=3600, now=made)
+        else:
+            token = await store.create_admin_login(db=db, ttl=60)
         await db.commit()
     if kind == "used":
         assert (await env.http.post("/admin/login", data={"token": token})).status_code == 303

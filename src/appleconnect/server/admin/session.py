@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -9,7 +10,6 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.requests import Request
 
 from .. import store
-from ..container import ServiceContainer
 from ..deps import AdminForm, ContainerDep, admin_same_origin
 from . import auth
 from .pages import page
@@ -18,11 +18,14 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
-# What the login page shows for a link that cannot be used (``store.admin_login_state``), and
+# What the login page shows for a link that cannot be used (``store.admin_login_link``), and
 # with which status; the page adds how to make a new link.
 _REFUSED = {
     "used": ("This login link was already used: each link opens one admin session.", 410),
-    "expired": ("This login link has expired: a link works for {minutes} minutes.", 410),
+    "expired": (
+        "This login link has expired: it worked for {minutes} minutes after it was made.",
+        410,
+    ),
     "unknown": (
         "This login link is not one this service made: it may be cut short (copy the whole "
         "link), expired more than a day ago, or made for another data directory.",
@@ -31,9 +34,10 @@ _REFUSED = {
 }
 
 
-def _refused_page(request: Request, service: ServiceContainer, reason: str) -> Response:
+def _refused_page(request: Request, reason: str, lifetime: timedelta) -> Response:
+    """The page for a link that cannot be used; ``lifetime``: the one the link was made with."""
     text, status = _REFUSED[reason]
-    minutes = max(1, service.settings.admin_login_ttl // 60)
+    minutes = max(1, int(lifetime.total_seconds()) // 60)
     context = {"token": "", "error": text.format(minutes=minutes)}
     return page(request, "login.html", context, status=status)
 
@@ -45,9 +49,9 @@ async def login_page(request: Request, service: ContainerDep, token: str = "") -
     if not token:
         return page(request, "login.html", {"token": "", "error": None})
     async with service.sessions() as db:
-        state = await store.admin_login_state(db=db, raw=token)
+        state, lifetime = await store.admin_login_link(db=db, raw=token)
     if state != "usable":
-        return _refused_page(request, service, state)
+        return _refused_page(request, state, lifetime)
     return page(request, "login.html", {"token": token, "error": None})
 
 
@@ -63,8 +67,8 @@ async def login(
     async with service.sessions() as db:
         raw = token if isinstance(token, str) else ""
         if not await store.consume_admin_login(db=db, raw=raw):
-            state = await store.admin_login_state(db=db, raw=raw)
-            return _refused_page(request, service, "used" if state == "usable" else state)
+            state, lifetime = await store.admin_login_link(db=db, raw=raw)
+            return _refused_page(request, "used" if state == "usable" else state, lifetime)
         session = await auth.create_admin_session(db=db)
         await store.audit(db=db, event="admin.signed_in", actor="admin", detail={})
         await db.commit()
