@@ -4,6 +4,7 @@ each purged when it expires; SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -61,6 +62,20 @@ def assert_refused_over_budget(response: httpx.Response, ttl: int) -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert "Too many sign-ins were started from your network" in response.text
     assert ttl - 5 <= int(response.headers["retry-after"]) <= ttl
+
+
+async def test_starts_at_once_from_one_address_store_no_more_than_its_budget(
+    app: FastAPI, clients: dict[str, httpx.AsyncClient]
+) -> None:
+    """Counted and stored one at a time per address, even by concurrent transactions (on
+    PostgreSQL each would otherwise count the rows committed before it, none of the others)."""
+    ttl = app.state.container.settings.auth_request_ttl
+    first = clients["198.51.100.7"]
+    answers = await asyncio.gather(*(first.get("/auth/apple/start") for _ in range(12)))
+    assert sorted(a.status_code for a in answers) == [303] * BUDGET + [429] * (12 - BUDGET)
+    for refused in (a for a in answers if a.status_code == 429):
+        assert_refused_over_budget(refused, ttl)
+    assert await rows(app) == BUDGET
 
 
 async def test_one_address_stores_at_most_its_budget(

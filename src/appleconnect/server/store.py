@@ -291,6 +291,7 @@ async def create_auth_request(
     (:class:`BudgetExceeded`) when ``client_bucket`` already holds ``budget`` live ones."""
     now = now or utcnow()
     if budget and client_bucket is not None:
+        await _one_start_at_a_time(db, client_bucket)
         await db.execute(delete(AuthRequest).where(AuthRequest.expires_at <= now))
         count, oldest = (
             await db.execute(
@@ -318,6 +319,19 @@ async def create_auth_request(
     )
     await db.flush()
     return NewAuthRequest(state=state, nonce=nonce_for(state))
+
+
+async def _one_start_at_a_time(db: DbSession, client_bucket: str) -> None:
+    """Until the transaction ends, no other counts ``client_bucket``'s sign-ins in progress.
+
+    On PostgreSQL (read committed) concurrent starts from one address would each count only the
+    rows committed before them and all insert: a lock per address (a transaction-level advisory
+    lock on a 64-bit hash of the bucket) makes them count and insert one after the other. On
+    SQLite the expired rows' ``DELETE`` before the count already takes the database's one write
+    lock, held until commit."""
+    if db.get_bind().dialect.name == "postgresql":
+        bucket_key = func.hashtextextended(client_bucket, 0)
+        await db.execute(select(func.pg_advisory_xact_lock(bucket_key)))
 
 
 async def peek_auth_request(*, db: DbSession, state: str) -> AuthRequest | None:
