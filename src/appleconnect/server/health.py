@@ -99,14 +99,20 @@ def _describe(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"[:300]
 
 
-def database_unavailable() -> ServiceError:
-    """The error every request that needs the unavailable database answers."""
+UNAVAILABLE = "The service's database cannot be reached right now; try again in a few seconds."
+
+
+def database_unavailable(message: str = UNAVAILABLE) -> ServiceError:
+    """The error every request that needs the unavailable database answers; ``message``: what
+    a route tells its users to do instead of the general advice (:data:`OUTAGE_ADVICE`)."""
     return ServiceError(
-        "database_unavailable",
-        "The service's database cannot be reached right now; try again in a few seconds.",
-        status=503,
-        headers={"Retry-After": str(RETRY_AFTER)},
+        "database_unavailable", message, status=503, headers={"Retry-After": str(RETRY_AFTER)}
     )
+
+
+OUTAGE_ADVICE = "outage_advice"
+"""The name, in ``request.state``, of what a request's user should do if the database fails
+now (a route sets it as it goes: what is safe to repeat changes along the way)."""
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ..admin import auth as admin_auth
 from ..container import ServiceContainer
 from ..deps import ContainerDep, CurrentSettings, IpLimit, client_host, user_of_session
 from ..errors import ServiceError, invalid, state_error
+from ..health import OUTAGE_ADVICE
 from ..html import templates
 from ..models import AuthRequest
 from ..openapi import CALLBACK_BODY, CALLBACK_RESPONSES, WEB_RESPONSES
@@ -135,6 +136,17 @@ def too_many_signins(seconds: int) -> ServiceError:
     )
 
 
+# What the callback's page says in an outage (:data:`..health.OUTAGE_ADVICE`).
+RESEND = (
+    "The service's database cannot be reached right now. Reload this page in a few seconds "
+    "and let your browser send the form again: the sign-in goes on where it stopped."
+)
+RESTART = (
+    "The service's database cannot be reached right now, and this sign-in cannot be finished. "
+    "Start it again in a few seconds."
+)
+
+
 @router.post(
     "/auth/apple/callback",
     summary="Apple's form_post",
@@ -144,6 +156,9 @@ def too_many_signins(seconds: int) -> ServiceError:
     openapi_extra={"requestBody": CALLBACK_BODY},
 )
 async def callback(request: Request, service: ContainerDep, _limit: IpLimit) -> Response:
+    # Until the sign-in request is used up, an outage changes nothing and the same form can be
+    # sent again; after that, Apple's code is spent and only a new sign-in can finish.
+    setattr(request.state, OUTAGE_ADVICE, RESEND)
     form = await request.form(max_files=0, max_fields=20)
     try:
         response = parse_authorization_response(
@@ -177,6 +192,7 @@ async def callback(request: Request, service: ContainerDep, _limit: IpLimit) -> 
         )
     except store.StateError as exc:
         raise state_error(exc.reason) from exc
+    setattr(request.state, OUTAGE_ADVICE, RESTART)
     return await _complete(service, response, pending, hinted, name)
 
 
