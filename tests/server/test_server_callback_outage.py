@@ -74,5 +74,5 @@ async def test_an_outage_after_the_code_is_spent_says_to_start_again(env: Env) -
     assert_outage_page(page, RESTART)
     again = await env.http.post("/auth/apple/callback", data=form, headers=HTML)
     assert again.status_code == 400, again.text  # the request is used up: resending cannot work
-    assert "start again" in again.text
+    assert "This sign-in was already used (each can be finished once); start again." in (again.text)
     assert (await env.web_sign_in()).status_code == 303  # a new sign-in does

@@ -123,7 +123,9 @@ async def test_state_replay_is_refused(env: Env) -> None:
     assert first.status_code == 303
     replay = await env.http.post("/auth/apple/callback", data=form)
     assert replay.status_code == 400
-    assert "already completed" in replay.text
+    assert "This sign-in was already used (each can be finished once); start again." in (
+        replay.text
+    )
 
 
 async def test_unknown_state_is_refused_before_any_call_to_apple(env: Env) -> None:

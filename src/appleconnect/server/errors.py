@@ -58,7 +58,7 @@ def missing(field: str) -> ServiceError:
 
 _STATE_MESSAGES = {
     "unknown": "The sign-in state is not one this service issued; start again.",
-    "used": "This sign-in was already completed; start again.",
+    "used": "This sign-in was already used (each can be finished once); start again.",
     "expired": "The sign-in took too long and expired; start again.",
 }
 
