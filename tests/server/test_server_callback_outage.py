@@ -51,15 +51,21 @@ def assert_outage_page(page: httpx.Response, advice: str) -> None:
     assert advice.replace("'", "&#39;") in page.text
 
 
+async def sent_again(env: Env, fragment: str, advice: str) -> httpx.Response:
+    """Apple's form, failing on the statement that contains ``fragment`` (the page gives
+    ``advice``); then the same form sent again: what that answers."""
+    form = await apple_form(env)
+    with reset_on(env, fragment) as failed:
+        page = await env.http.post("/auth/apple/callback", data=form, headers=HTML)
+    assert failed
+    assert_outage_page(page, advice)
+    return await env.http.post("/auth/apple/callback", data=form, headers=HTML)
+
+
 async def test_an_outage_before_the_request_is_used_says_to_send_the_form_again(
     env: Env,
 ) -> None:
-    form = await apple_form(env)
-    with reset_on(env, "SET used_at") as failed:
-        page = await env.http.post("/auth/apple/callback", data=form, headers=HTML)
-    assert failed
-    assert_outage_page(page, RESEND)
-    again = await env.http.post("/auth/apple/callback", data=form, headers=HTML)
+    again = await sent_again(env, "SET used_at", RESEND)
     assert again.status_code == 303, again.text
     finish = await env.http.get(again.headers["location"])
     assert finish.status_code == 303
@@ -67,12 +73,8 @@ async def test_an_outage_before_the_request_is_used_says_to_send_the_form_again(
 
 
 async def test_an_outage_after_the_code_is_spent_says_to_start_again(env: Env) -> None:
-    form = await apple_form(env)
-    with reset_on(env, "handoff_hash=") as failed:
-        page = await env.http.post("/auth/apple/callback", data=form, headers=HTML)
-    assert failed
-    assert_outage_page(page, RESTART)
-    again = await env.http.post("/auth/apple/callback", data=form, headers=HTML)
+    again = await sent_again(env, "handoff_hash=", RESTART)
     assert again.status_code == 400, again.text  # the request is used up: resending cannot work
-    assert "This sign-in was already used (each can be finished once); start again." in (again.text)
+    used = "This sign-in was already used (each can be finished once); start again."
+    assert used in again.text
     assert (await env.web_sign_in()).status_code == 303  # a new sign-in does

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from appleconnect.server import pg_reads, store
+from appleconnect.server import pg_leases, pg_reads, store
 from appleconnect.server.db import migrate, session_factory
 from appleconnect.server.health import is_database_unavailable
 from appleconnect.server.models import Base, User
@@ -366,3 +366,69 @@ async def test_closing_the_reads_gives_back_a_connection_in_use_after_its_read(
     assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     assert await reads.first(sleep, {"s": 0.0}) == {"slept": True}  # and none is kept anew
     assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+SLEEP = select(func.pg_sleep(bindparam("s", type_=Float)).isnot(None).label("slept"))
+
+
+async def keep_two(reads: Reads) -> set[int]:
+    """Two reads at once: both check a connection out and keep it; their backends."""
+    pids = set(await asyncio.gather(backend_pid(reads), backend_pid(reads)))
+    assert kept(reads) == 2
+    return pids
+
+
+async def test_reads_wait_for_a_kept_connection_rather_than_check_one_out(
+    keeping: tuple[AsyncEngine, Reads], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, reads = keeping
+    pids = await keep_two(reads)
+    spawned: list[Any] = []
+    spawn = pg_reads.greenlet_spawn
+    monkeypatch.setattr(
+        pg_reads, "greenlet_spawn", lambda fn, *a: spawned.append(fn) or spawn(fn, *a)
+    )
+    assert set(await asyncio.gather(*(backend_pid(reads) for _ in range(10)))) <= pids
+    assert spawned == []
+    assert engine.sync_engine.pool.checkedout() == 2  # type: ignore[attr-defined]
+
+
+async def test_a_read_waits_at_most_wait_seconds_then_checks_one_out(
+    keeping: tuple[AsyncEngine, Reads],
+) -> None:
+    _engine, reads = keeping
+    pids = await keep_two(reads)
+    assert await reads.first(SLEEP, {"s": 0.0}) == {"slept": True}  # planned
+    busy = [asyncio.create_task(reads.first(SLEEP, {"s": 3.0})) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    assert await backend_pid(reads) not in pids  # on a connection of the pool's
+    assert time.monotonic() - started < 2.0
+    assert all(not task.done() for task in busy)
+    await asyncio.gather(*busy)
+    assert kept(reads) == 2
+
+
+async def test_a_waiting_read_goes_on_when_a_kept_connection_is_lost(
+    keeping: tuple[AsyncEngine, Reads], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled read loses its connection: the read waiting for one checks one out at once
+    (waiting longer would never end: here it would wait 60 s), and a waiting read that is
+    cancelled itself takes nothing with it."""
+    monkeypatch.setattr(pg_leases, "WAIT_SECONDS", 60.0)
+    engine, reads = keeping
+    await keep_two(reads)
+    assert await reads.first(SLEEP, {"s": 0.0}) == {"slept": True}
+    long = asyncio.create_task(reads.first(SLEEP, {"s": 0.6}))
+    doomed = asyncio.create_task(reads.first(SLEEP, {"s": 5.0}))
+    await asyncio.sleep(0.1)
+    with pytest.raises(TimeoutError):  # a third read waits, and is cancelled while it does
+        await asyncio.wait_for(backend_pid(reads), 0.1)
+    waiting = asyncio.create_task(backend_pid(reads))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    doomed.cancel()
+    assert isinstance(await asyncio.wait_for(waiting, 5.0), int)
+    assert await long == {"slept": True}
+    assert kept(reads) == 2
+    assert engine.sync_engine.pool.checkedout() == 2  # type: ignore[attr-defined]

@@ -5,7 +5,9 @@ connect, recycle or close a connection, which is IO on the event loop), and a gr
 costs more than asyncpg's work for the query: the greenlet, its switches around every
 ``await``, a frame stack mapped and unmapped, the pool's events. So the reads keep a few of the
 connections they checked out: a read takes an idle one, runs its statement on it with a plain
-``await`` and puts it back, no greenlet and no pool call on the way.
+``await`` and puts it back, no greenlet and no pool call on the way. When all are in use, a
+read waits for one (a read holds its connection for one round trip) rather than check out
+another, at most :data:`WAIT_SECONDS`.
 
 The pool still owns them, and they count as checked out (the metrics' connections in use). A
 kept connection goes back to the pool (checked in, in a greenlet) when
@@ -24,7 +26,9 @@ docs/performance.md#postgresql-hot-reads.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -32,12 +36,15 @@ from sqlalchemy.pool import Pool, PoolProxiedConnection
 from sqlalchemy.pool.base import _ConnectionFairy
 from sqlalchemy.util import greenlet_spawn
 
-__all__ = ["LEASE_SECONDS", "MAX_KEPT", "Lease", "Leases", "how_many"]
+__all__ = ["LEASE_SECONDS", "MAX_KEPT", "WAIT_SECONDS", "Lease", "Leases", "how_many"]
 
 MAX_KEPT = 4
 """Connections the reads keep at most, idle or in use (:func:`how_many`)."""
 LEASE_SECONDS = 30.0
 """Seconds a connection stays with the reads before it goes back to the pool."""
+WAIT_SECONDS = 0.1
+"""Seconds a read waits for a kept connection before it checks one out of the pool instead
+(a read stuck on a connection must not hold the others up)."""
 
 
 def how_many(pool: Pool) -> int:
@@ -58,7 +65,8 @@ class Lease:
 
 
 class Leases:
-    """The connections kept: the idle ones, and how many exist (idle or in use)."""
+    """The connections kept: the idle ones, how many exist (idle or in use), and the reads
+    waiting for one."""
 
     def __init__(self, pool: Pool, keep: int | None = None) -> None:
         self.pool = pool
@@ -66,16 +74,37 @@ class Leases:
         self.idle: list[Lease] = []
         self.count = 0
         self.closed = False
+        self.waiting: deque[asyncio.Future[Lease | None]] = deque()
 
     async def take(self) -> Lease | None:
-        """An idle connection still good to use, or ``None``; one that is not (too old, older
-        than the pool's invalidation) goes back to the pool on the way."""
-        while self.idle:
-            lease = self.idle.pop()
+        """A kept connection still good to use, or ``None``: then the caller checks one out of
+        the pool (and may keep it). When all :attr:`keep` are in use, the read waits for one
+        (up to :data:`WAIT_SECONDS`, first come first served) rather than check out another: a
+        read holds its connection for one round trip. One that is no longer good (too old,
+        older than the pool's invalidation) goes back to the pool on the way."""
+        while True:
+            lease = self.idle.pop() if self.idle else await self._wait()
+            if lease is None:
+                return None
             if lease.until > time.monotonic() and lease.taken >= self.pool._invalidate_time:
                 return lease
             await self.give_back(lease)
-        return None
+
+    async def _wait(self) -> Lease | None:
+        if self.closed or self.count < self.keep:
+            return None
+        waiter: asyncio.Future[Lease | None] = asyncio.get_running_loop().create_future()
+        timer = waiter.get_loop().call_later(WAIT_SECONDS, _expire, waiter)
+        self.waiting.append(waiter)
+        try:
+            return await waiter
+        except BaseException:
+            handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+            if handed is not None:  # handed over as this read was cancelled: to the next
+                self.release_now(handed)
+            raise
+        finally:
+            timer.cancel()
 
     def adopt(self, connection: PoolProxiedConnection) -> bool:
         """Keep ``connection`` (checked out by a read on the pool's path, which went well) if
@@ -83,28 +112,55 @@ class Leases:
         if self.closed or self.count >= self.keep:
             return False
         driver = connection.driver_connection
-        now = time.time()
-        self.idle.append(Lease(connection, driver, now, time.monotonic() + LEASE_SECONDS))
         self.count += 1
+        self.release_now(Lease(connection, driver, time.time(), time.monotonic() + LEASE_SECONDS))
         return True
 
+    def release_now(self, lease: Lease) -> None:
+        """``lease`` is free: to the first read waiting for one, else idle."""
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(lease)
+                return
+        self.idle.append(lease)
+
     async def release(self, lease: Lease) -> None:
-        """After a read on ``lease``: idle again, or back to the pool if the reads closed."""
+        """After a read on ``lease``: free again, or back to the pool if the reads closed."""
         if self.closed:
             await self.give_back(lease)
         else:
-            self.idle.append(lease)
+            self.release_now(lease)
+
+    def vacate(self) -> None:
+        """One kept connection is gone (given back, or lost): a waiting read checks one out."""
+        self.count -= 1
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def give_back(self, lease: Lease) -> None:
         """Check ``lease``'s connection in (invalidated or not), in a greenlet."""
-        self.count -= 1
+        self.vacate()
         await greenlet_spawn(checkin, lease.connection)
 
     async def close(self) -> None:
-        """Give the idle connections back; those in use go back after their read."""
+        """Give the idle connections back; those in use go back after their read; the reads
+        waiting check one out of the pool."""
         self.closed = True
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
         while self.idle:
             await self.give_back(self.idle.pop())
+
+
+def _expire(waiter: asyncio.Future[Lease | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)  # waited long enough: the pool's path
 
 
 def checkin(connection: PoolProxiedConnection) -> None:

@@ -80,7 +80,7 @@ class PgReads:
             # Cancelled mid-query: the protocol's state is unknown, the connection unusable.
             # Outside a greenlet the adapter closes its socket at once (SQLAlchemy's own way
             # for a connection the garbage collector finds), and the pool gets its record back.
-            self.leases.count -= 1
+            self.leases.vacate()
             lease.connection.invalidate()
             raise
         await self.leases.release(lease)
@@ -90,7 +90,7 @@ class PgReads:
         self, lease: Lease, error: Exception, statement: Executable, params: Mapping[str, Any]
     ) -> exc.StatementError | None:
         """In a greenlet: ``error`` wrapped (:meth:`_wrapped`), the connection back to the pool."""
-        self.leases.count -= 1
+        self.leases.vacate()
         try:
             return self._wrapped(error, lease.connection, statement, params)
         finally:
