@@ -109,7 +109,7 @@ async def test_a_link_that_cannot_be_used_says_so_before_the_click(
     )
     if kind == "expired":
         async with env.service.sessions() as db:  # showing the page did not use the link
-            assert await store.admin_login_state(db=db, raw=token) == "expired"
+            assert (await store.admin_login_link(db=db, raw=token))[0] == "expired"
 
 
 async def test_showing_a_fresh_link_does_not_use_it(env: Env) -> None:

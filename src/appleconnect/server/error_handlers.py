@@ -24,7 +24,12 @@ from .admin.pages import page
 from .container import ServiceContainer
 from .errors import AdminRequired, Forbidden, ServiceError, error_body
 from .headers import add_security_headers
-from .health import OUTAGE_ADVICE, database_unavailable, is_database_unavailable
+from .health import (
+    OUTAGE_ADVICE,
+    UNAVAILABLE,
+    database_unavailable,
+    is_database_unavailable,
+)
 from .html import templates
 
 __all__ = ["error_response", "install", "wants_json"]
@@ -135,8 +140,8 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     if container is not None:
         container.health.failed(exc)
         container.health.unavailable_answers += 1
-    advice = getattr(request.state, OUTAGE_ADVICE, None)
-    return error_response(request, database_unavailable(*([advice] if advice else [])))
+    advice = getattr(request.state, OUTAGE_ADVICE, None) or UNAVAILABLE
+    return error_response(request, database_unavailable(advice))
 
 
 async def _admin_required(request: Request, _exc: Exception) -> Response:

@@ -118,12 +118,18 @@ class Leases:
 
     def release_now(self, lease: Lease) -> None:
         """``lease`` is free: to the first read waiting for one, else idle."""
+        if not self._hand(lease):
+            self.idle.append(lease)
+
+    def _hand(self, lease: Lease | None) -> bool:
+        """Wake the first read still waiting with ``lease`` (``None``: check one out); whether
+        there was one (a read cancelled or timed out while waiting is skipped)."""
         while self.waiting:
             waiter = self.waiting.popleft()
             if not waiter.done():
                 waiter.set_result(lease)
-                return
-        self.idle.append(lease)
+                return True
+        return False
 
     async def release(self, lease: Lease) -> None:
         """After a read on ``lease``: free again, or back to the pool if the reads closed."""
@@ -135,11 +141,7 @@ class Leases:
     def vacate(self) -> None:
         """One kept connection is gone (given back, or lost): a waiting read checks one out."""
         self.count -= 1
-        while self.waiting:
-            waiter = self.waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        self._hand(None)
 
     async def give_back(self, lease: Lease) -> None:
         """Check ``lease``'s connection in (invalidated or not), in a greenlet."""
@@ -150,10 +152,8 @@ class Leases:
         """Give the idle connections back; those in use go back after their read; the reads
         waiting check one out of the pool."""
         self.closed = True
-        while self.waiting:
-            waiter = self.waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        while self._hand(None):
+            pass
         while self.idle:
             await self.give_back(self.idle.pop())
 

@@ -1054,17 +1054,13 @@ async def consume_admin_login(*, db: DbSession, raw: str, now: datetime | None =
     )
 
 
-async def admin_login_state(*, db: DbSession, raw: str, now: datetime | None = None) -> str:
-    """What a one-time admin login link is now, without using it: ``"usable"``, ``"used"``,
-    ``"expired"`` or ``"unknown"`` (never made here, cut short, or purged a day after expiry)."""
-    return (await admin_login_link(db=db, raw=raw, now=now))[0]
-
-
 async def admin_login_link(
     *, db: DbSession, raw: str, now: datetime | None = None
 ) -> tuple[str, timedelta]:
-    """:func:`admin_login_state`, and how long the link was made to work (zero when unknown):
-    the settings' lifetime may have changed since."""
+    """What a one-time admin login link is now, without using it: ``"usable"``, ``"used"``,
+    ``"expired"`` or ``"unknown"`` (never made here, cut short, or purged a day after expiry);
+    and how long the link was made to work (zero when unknown): the settings' lifetime may
+    have changed since."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return "unknown", timedelta(0)
     row = await db.get(AdminLoginToken, hash_token(raw))
